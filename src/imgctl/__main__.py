@@ -1,0 +1,3 @@
+from imgctl.cli import main
+
+main()

@@ -1,0 +1,208 @@
+"""The command line: parse flags, call one library function, render. The one error boundary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ImgctlError
+
+app = typer.Typer(
+    name="imgctl",
+    help="Build, tag, push and verify Docker images from one declarative file.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("-c", "--config", help="Config file [default: $IMGCTL_CONFIG, ./imgctl.yaml, ./config/imgctl.yaml]"),
+]
+VersionOption = Annotated[
+    Optional[str], typer.Option("--version", help="Release version X.Y.Z [default: the CI tag, or `git describe`]")
+]
+
+
+class Output(str, Enum):
+    auto = "auto"
+    plain = "plain"
+    json = "json"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from imgctl import __version__
+
+        typer.echo(f"imgctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("-V", "--imgctl-version", callback=_version_callback, is_eager=True, help="Print imgctl's version.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def validate(config: ConfigOption = None) -> None:
+    """Check the config file: exit 0 if it is valid, 2 with every problem named if not."""
+    from imgctl import api
+
+    loaded = api.load(config)
+    count = len(loaded.config.images)
+    typer.echo(f"{loaded.path}: valid ({count} image{'s' if count != 1 else ''})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the config file's JSON Schema (for editors)."""
+    from imgctl.config import Config
+
+    typer.echo(json.dumps(Config.model_json_schema(), indent=2))
+
+
+def _options(nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: object) -> object:
+    from imgctl.plan import Options
+
+    config = getattr(loaded, "config")
+    return Options(
+        nightly=nightly, only=tuple(only or ()), with_deps=not no_deps, push=not no_push,
+        pull=pull or nightly, no_cache=no_cache or (nightly and not config.nightly_cache),
+    )
+
+
+OnlyOption = Annotated[Optional[list[str]], typer.Option("--only", help="Only this image (repeatable), with its dependencies.")]
+NoDepsOption = Annotated[bool, typer.Option("--no-deps", help="With --only: leave out the dependencies.")]
+NightlyOption = Annotated[bool, typer.Option("--nightly", help="Nightly rebuild: nightly_tags, fresh base images, no cache.")]
+
+
+@app.command()
+def plan(
+    config: ConfigOption = None,
+    version: VersionOption = None,
+    nightly: NightlyOption = False,
+    only: OnlyOption = None,
+    no_deps: NoDepsOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (schema imgctl.plan/v1).")] = False,
+) -> None:
+    """Show the resolved release without touching the engine."""
+    from imgctl import api
+    from imgctl.render.plan import plan_text, plan_to_dict
+
+    loaded = api.load(config)
+    resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded))  # type: ignore[arg-type]
+    typer.echo(json.dumps(plan_to_dict(resolved), indent=2) if as_json else plan_text(resolved))
+
+
+@app.command()
+def release(
+    config: ConfigOption = None,
+    version: VersionOption = None,
+    nightly: NightlyOption = False,
+    only: OnlyOption = None,
+    no_deps: NoDepsOption = False,
+    no_push: Annotated[bool, typer.Option("--no-push", help="Build and tag only.")] = False,
+    pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
+    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Images in flight at once [default: CPU count, at least 2].")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run of this config.")] = 0.0,
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto, plain or json (one event per line on stdout).")] = Output.auto,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
+) -> None:
+    """Build, tag, push and verify every image of the config, in dependency order."""
+    from imgctl import api
+    from imgctl.render.plan import plan_text
+
+    loaded = api.load(config)
+    options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded)
+    resolved = api.plan(loaded, version=version, options=options)  # type: ignore[arg-type]
+    if dry_run:
+        typer.echo(plan_text(resolved))
+        return
+    emit, finish = _renderer(output, quiet=quiet, verbose=verbose)
+    result = api.release(resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout)
+    finish(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _renderer(output: Output, *, quiet: bool, verbose: bool):  # type: ignore[no-untyped-def]
+    from imgctl.render.summary import summary_rows, summary_text
+
+    verbosity = -1 if quiet else (1 if verbose else 0)
+    if output is Output.json:
+        from imgctl.render.jsonl import JsonRenderer
+
+        json_out = JsonRenderer(sys.stdout)
+
+        def finish_json(result) -> None:  # type: ignore[no-untyped-def]
+            sys.stdout.write(json.dumps({"type": "summary", "ok": result.ok, "floating": result.floating,
+                                         "images": summary_rows(result)}) + "\n")
+            sys.stderr.write(summary_text(result) + "\n")
+
+        return json_out, finish_json
+    from imgctl.render.plain import PlainRenderer
+
+    plain = PlainRenderer(sys.stderr, verbosity=verbosity)
+
+    def finish_plain(result) -> None:  # type: ignore[no-untyped-def]
+        sys.stdout.write(summary_text(result) + "\n")
+        sys.stdout.flush()
+
+    return plain, finish_plain
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps every expected failure to its exit code and a few lines on stderr."""
+    # typer may vendor click: find its exception classes through a public one.
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="imgctl", standalone_mode=False)
+    except ImgctlError as exc:
+        from imgctl.auth import redact
+
+        typer.echo(redact(f"error: {exc.message}"), err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click_exception as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, usage_error) else exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        _unexpected(exc)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _unexpected(exc: BaseException) -> None:
+    import tempfile
+    import traceback
+
+    from imgctl.auth import redact
+
+    with tempfile.NamedTemporaryFile("w", prefix="imgctl-crash-", suffix=".log", delete=False) as log:
+        log.write(redact("".join(traceback.format_exception(exc))))
+    typer.echo(redact(f"error: an unexpected error has occurred: {type(exc).__name__}: {exc}"), err=True)
+    typer.echo(f"hint: the details are in {log.name}; please attach it to a bug report.", err=True)

@@ -1,0 +1,397 @@
+"""The config file: pydantic models, where it is found, and loading it with errors that name the field."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from imgctl import refs
+from imgctl.errors import ConfigError
+from imgctl.yamlload import mark_of, read_yaml
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SECRET_KEYS = frozenset(
+    {"password", "passwd", "pass", "token", "secret", "api_key", "apikey", "access_token", "auth_token",
+     "identitytoken", "credentials", "auth_config"}
+)
+CONFIG_ENV = "IMGCTL_CONFIG"
+DEFAULT_LOCATIONS = (Path("imgctl.yaml"), Path("config/imgctl.yaml"))
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # YAML reads `1.10` as the float 1.1 and `yes` as True: refuse the lossy case, spell out the rest.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError("a number with a decimal point loses digits in YAML; write the value in quotes")
+    return value
+
+
+ScalarStr = Annotated[str, BeforeValidator(_scalar_to_str)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="The NAME of an environment variable")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(_Model):
+    """Names of environment variables that hold the credentials, never the credentials themselves."""
+
+    username_env: EnvName = "DOCKERHUB_USERNAME"
+    password_env: EnvName = "DOCKERHUB_TOKEN"
+
+
+def _check_template(value: str) -> str:
+    try:
+        refs.template_variables(value)
+    except refs.TemplateError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+Template = Annotated[str, BeforeValidator(_scalar_to_str), Field(min_length=1)]
+
+
+class TagSpec(_Model):
+    """A tag with its classification forced: `floating: true` waits for the whole release."""
+
+    tag: Template
+    floating: bool
+
+    @field_validator("tag")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        return _check_tag(value)
+
+
+def _check_tag(value: str) -> str:
+    _check_template(value)
+    if "{" not in value and not refs.TAG_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
+    return value
+
+
+TagEntry = Annotated[Template, BeforeValidator(_scalar_to_str)] | TagSpec
+
+
+def _check_tags(values: list[Any]) -> list[Any]:
+    for value in values:
+        if isinstance(value, str):
+            _check_tag(value)
+    return values
+
+
+class RegistryConfig(_Model):
+    name: str = Field(default="", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str
+    namespace: str = ""
+    auth: AuthConfig | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_registry(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _check_namespace(value)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.url
+
+
+def _check_registry(value: str) -> str:
+    if "://" in value or not refs.REGISTRY_RE.match(value):
+        raise ValueError(f"{value!r} is not a registry host[:port] (no scheme, no path), e.g. docker.io or 127.0.0.1:5000")
+    return value
+
+
+def _check_namespace(value: str) -> str:
+    if value and not refs.REPOSITORY_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid namespace: lowercase letters, digits and . _ - separators, / between parts")
+    return value
+
+
+class ImageConfig(_Model):
+    name: str
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    build_args: dict[str, Template] = Field(default_factory=dict)
+    labels: dict[str, Template] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    tags: Annotated[list[TagEntry], Field(min_length=1)] = Field(default_factory=lambda: ["{version}"])
+    registries: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not refs.REPOSITORY_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid repository name: lowercase letters, digits and . _ - separators, / between parts")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[Any]) -> list[Any]:
+        return _check_tags(value)
+
+    @field_validator("build_args", "labels")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for item in value.values():
+            _check_template(item)
+        return value
+
+    @field_validator("build_args")
+    @classmethod
+    def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key or any(c.isspace() or c == "=" for c in key):
+                raise ValueError(f"{key!r} is not a valid build arg name")
+        return value
+
+
+class Config(_Model):
+    """An imgctl config file. Paths are relative to the file's folder."""
+
+    registry: str = refs.DOCKER_HUB
+    namespace: str = ""
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    registries: list[RegistryConfig] | None = Field(
+        default=None, min_length=1, description="Push to several registries; replaces registry/namespace/auth."
+    )
+    images: Annotated[list[ImageConfig], Field(min_length=1)]
+    nightly_tags: Annotated[list[TagEntry], Field(min_length=1)] = Field(
+        default_factory=lambda: ["nightly", "nightly-{date}"]
+    )
+    nightly_cache: bool = Field(default=False, description="Let --nightly builds use the build cache.")
+    oci_labels: bool = Field(default=True, description="Add the org.opencontainers.image.* labels.")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        return _check_registry(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _check_namespace(value)
+
+    @field_validator("nightly_tags")
+    @classmethod
+    def _nightly(cls, value: list[Any]) -> list[Any]:
+        return _check_tags(value)
+
+    def targets(self) -> list[RegistryConfig]:
+        """Every registry to push to, the shorthand `registry`/`namespace`/`auth` included."""
+        if self.registries:
+            return list(self.registries)
+        return [RegistryConfig(name="default", url=self.registry, namespace=self.namespace, auth=self.auth)]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def find_config(explicit: Path | None, *, cwd: Path | None = None, environ: dict[str, str] | None = None) -> Path:
+    """`-c FILE`, else $IMGCTL_CONFIG, else ./imgctl.yaml, else ./config/imgctl.yaml."""
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    if explicit is not None:
+        return explicit
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    for candidate in DEFAULT_LOCATIONS:
+        if (cwd / candidate).is_file():
+            return cwd / candidate
+    raise ConfigError(
+        "no config file found",
+        hint=f"Pass -c FILE, set ${CONFIG_ENV}, or create ./imgctl.yaml or ./config/imgctl.yaml.",
+    )
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read, validate and check a config file; raise ConfigError naming every bad field."""
+    data, root = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping with at least an `images:` list")
+    problems: list[tuple[tuple[int | str, ...], str, bool]] = list(_secret_keys(data))
+    if not problems:
+        try:
+            config = Config.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc))
+        else:
+            problems.extend(_semantic_problems(config, path.parent, data))
+    if problems:
+        raise ConfigError(_format_problems(path, root, problems))
+    return LoadedConfig(config=config, path=path.resolve())
+
+
+Problem = tuple[tuple[int | str, ...], str, bool]  # (location, message, points at the key itself)
+
+
+def _secret_keys(data: dict[str, Any]) -> list[Problem]:
+    def walk(value: Any, loc: tuple[int | str, ...]) -> list[Problem]:
+        found: list[Problem] = []
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if loc and loc[-1] in ("build_args", "labels"):
+                    continue  # build args are checked when planning; labels hold no credentials by design
+                if isinstance(key, str) and key.lower() in SECRET_KEYS:
+                    found.append(
+                        (loc + (key,), "secrets never go in the config file: remove this key and put the NAME of an "
+                         "environment variable in auth.password_env (and auth.username_env) instead", True)
+                    )
+                else:
+                    found.extend(walk(item, loc + (key,)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                found.extend(walk(item, loc + (index,)))
+        return found
+
+    return walk(data, ())
+
+
+_FIELDS_BY_MODEL = {
+    "": Config, "auth": AuthConfig, "images": ImageConfig, "registries": RegistryConfig, "tags": TagSpec,
+    "nightly_tags": TagSpec,
+}
+
+
+def _pydantic_problems(exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part in ("str", "TagSpec"))))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            problems.append((loc, _unknown_key_message(loc), True))
+        elif kind == "missing":
+            problems.append((loc, "required key is missing", True))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch" and loc and str(loc[-1]).endswith("_env"):
+                message = "must be the NAME of an environment variable (letters, digits, _), not its value"
+            problems.append((loc, message, False))
+    return _dedupe(problems)
+
+
+def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
+    key = str(loc[-1])
+    parent = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), "")
+    model = _FIELDS_BY_MODEL.get(parent, Config)
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(key, known, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return f"unknown key {key!r}{suggestion}"
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[tuple[int | str, ...], str]] = set()
+    result = []
+    for loc, message, key in problems:
+        if (loc, message) not in seen:
+            seen.add((loc, message))
+            result.append((loc, message, key))
+    return result
+
+
+def _semantic_problems(config: Config, base_dir: Path, data: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    if config.registries and any(k in data for k in ("registry", "namespace", "auth")):
+        problems.append((("registries",), "use either `registries:` or `registry`/`namespace`/`auth`, not both", True))
+    targets = config.targets()
+    keys = [t.key for t in targets]
+    for index, key in enumerate(keys):
+        if keys.index(key) != index:
+            problems.append((("registries", index, "name"), f"duplicate registry name {key!r}", False))
+    for target_index, target in enumerate(targets):
+        if refs.is_docker_hub(target.url) and not target.namespace:
+            loc: tuple[int | str, ...] = ("registries", target_index) if config.registries else ("registry",)
+            problems.append((loc, "Docker Hub needs a `namespace` (your user or organisation)", False))
+    names = [image.name for image in config.images]
+    for index, image in enumerate(config.images):
+        where: tuple[int | str, ...] = ("images", index)
+        if names.index(image.name) != index:
+            problems.append((where + ("name",), f"duplicate image name {image.name!r}", False))
+        for dep_index, dep in enumerate(image.depends_on):
+            if dep not in names:
+                problems.append((where + ("depends_on", dep_index), f"unknown image {dep!r}; images: {', '.join(names)}", False))
+            elif dep == image.name:
+                problems.append((where + ("depends_on", dep_index), "an image cannot depend on itself", False))
+        for reg_index, reg in enumerate(image.registries or []):
+            if reg not in keys:
+                problems.append((where + ("registries", reg_index), f"unknown registry {reg!r}; registries: {', '.join(keys)}", False))
+        context = base_dir / image.context
+        if not context.exists():
+            problems.append((where + ("context",), f"context folder {image.context!r} does not exist (relative to {base_dir})", False))
+        elif not context.is_dir():
+            problems.append((where + ("context",), f"context {image.context!r} is a file; it must be a folder", False))
+        else:
+            dockerfile = context / image.dockerfile
+            if not dockerfile.is_file():
+                problems.append((where + ("dockerfile",), f"Dockerfile {image.dockerfile!r} not found in context {image.context!r}", False))
+    cycle = find_cycle({image.name: list(image.depends_on) for image in config.images})
+    if cycle:
+        index = names.index(cycle[0])
+        problems.append((("images", index, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}", True))
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in `graph` as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, ()):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep in graph and dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _format_problems(path: Path, root: Any, problems: list[Problem]) -> str:
+    lines = [f"{path}: invalid config ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
+    for loc, message, key in problems:
+        mark = mark_of(root, loc, key=key)
+        where = f"{path.name}:{mark[0]}:{mark[1]}: " if mark else ""
+        lines.append(f"  {where}{format_loc(loc) or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

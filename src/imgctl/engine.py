@@ -1,0 +1,202 @@
+"""The one door to the Docker Engine: the only module that imports docker-py.
+
+It turns docker-py's exceptions, and the errors hidden inside its streams, into imgctl's errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from imgctl.auth import Credentials
+from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
+from imgctl.events import (
+    BuildDone, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
+)
+from imgctl.plan import PlannedImage, PlannedTag
+from imgctl.refs import is_docker_hub
+from imgctl.retry import classify_text, is_auth_text
+
+Emit = Callable[[Event], None]
+
+try:  # docker-py vendors its credential-helper client here
+    from docker.credentials.errors import StoreError
+except ImportError:  # pragma: no cover
+    StoreError = docker.errors.DockerException  # type: ignore[misc,assignment]
+
+
+class CredentialStoreError(ImgctlError):
+    hint = (
+        "Your docker config names a credential helper (credsStore/credHelpers) that is not installed. "
+        "Install it, remove that entry from ~/.docker/config.json, or run with --docker-config DIR."
+    )
+
+
+def _unavailable(exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(f"cannot reach the Docker engine: {_short(exc)}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+class Engine:
+    """docker-py clients per thread: a short timeout for control calls, a long one for pushes."""
+
+    def __init__(self, *, push_timeout: float = 300.0, control_timeout: float = 30.0) -> None:
+        self.push_timeout = push_timeout
+        self.control_timeout = control_timeout
+        self._local = threading.local()
+
+    def _api(self, kind: str) -> docker.APIClient:
+        clients = self._local.__dict__.setdefault("clients", {})
+        if kind not in clients:
+            timeout = {"control": self.control_timeout, "push": self.push_timeout, "build": None}[kind]
+            try:
+                client = docker.from_env(timeout=timeout) if timeout else docker.from_env()
+            except docker.errors.DockerException as exc:
+                raise _unavailable(exc) from None
+            if timeout is None:
+                client.api.timeout = None  # builds may print nothing for a long time
+            clients[kind] = client.api
+        return clients[kind]
+
+    def connect(self) -> str:
+        """Check that the engine answers; return its version."""
+        try:
+            api = self._api("control")
+            api.ping()
+            return str(api.version().get("Version", "?"))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise _unavailable(exc) from None
+
+    def build(self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit) -> str:
+        """Build with live output; return the image id. Any error in the stream fails the build."""
+        started = time.monotonic()
+        parser = BuildStreamParser(image.name)
+        try:
+            stream = self._api("build").build(
+                path=str(image.context), dockerfile=image.dockerfile, target=image.target,
+                buildargs=dict(image.build_args), labels=dict(image.labels),
+                rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
+            )
+            for record in _records(stream):
+                for event in parser.handle(record):
+                    emit(event)
+        except docker.errors.APIError as exc:
+            raise BuildFailed(f"build of {image.name} failed: {_explain(exc)}") from None
+        except StoreError as exc:
+            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
+        except (requests.RequestException, StreamGarbled) as exc:
+            raise BuildFailed(f"build of {image.name} lost the engine: {_short(exc)}") from None
+        except (docker.errors.DockerException, OSError) as exc:
+            raise BuildFailed(f"build of {image.name} failed: {_short(exc)}") from None
+        events, image_id = parser.finish()
+        for event in events:
+            emit(event)
+        emit(BuildDone(image=image.name, image_id=image_id, seconds=time.monotonic() - started))
+        return image_id
+
+    def tag(self, image_id: str, tag: PlannedTag) -> None:
+        try:
+            self._api("control").tag(image_id, tag.repository, tag.tag, force=True)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
+
+    def login(self, host: str, creds: Credentials) -> None:
+        """Check credentials with the registry now (reauth: docker-py would answer from its cache)."""
+        try:
+            self._api("control").login(
+                username=creds.username, password=creds.password,
+                registry=None if is_docker_hub(host) else host, reauth=True,
+            )
+        except docker.errors.APIError as exc:
+            text = _explain(exc)
+            transient, _ = classify_text(text)
+            if "401" in text or "unauthorized" in text.lower() or "denied" in text.lower() or not transient:
+                raise AuthFailed(
+                    f"registry {host} refused user {creds.username!r} (credentials from {creds.source})",
+                    hint="Check the username and token; for Docker Hub use an access token with write scope.",
+                ) from None
+            raise RegistryError(f"login to {host} failed: {text}", transient=True) from None
+        except StoreError as exc:
+            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
+        except requests.RequestException as exc:
+            raise _unavailable(exc) from None
+
+    def config_credentials(self, host: str) -> Credentials | None:
+        """What the user's docker config holds for `host` (an earlier `docker login`), if anything."""
+        from docker import auth as docker_auth
+
+        try:
+            config = docker_auth.load_config()
+            found = config.resolve_authconfig(None if is_docker_hub(host) else host)
+        except StoreError as exc:
+            raise CredentialStoreError(f"docker credential helper failed for {host}: {_short(exc)}") from None
+        except docker.errors.DockerException:
+            return None
+        if not found or not found.get("username") or not found.get("password"):
+            return None
+        return Credentials(found["username"], found["password"], "docker config")
+
+    def push(self, image: str, tag: PlannedTag, creds: Credentials | None, emit: Emit) -> tuple[str, int | None]:
+        """Push one tag with live layer progress; return (digest, size) taken from the stream."""
+        emit(PushStarted(image=image, reference=tag.reference))
+        parser = PushStreamParser(image, tag.reference)
+        try:
+            stream = self._api("push").push(
+                tag.repository, tag=tag.tag, stream=True, decode=False,
+                auth_config=creds.as_auth_config() if creds else None,
+            )
+            for record in _records(stream):
+                for event in parser.handle(record):
+                    emit(event)
+        except docker.errors.APIError as exc:
+            text = _explain(exc)
+            transient, retry_after = classify_text(text)
+            raise PushFailed(f"push of {tag.reference} failed: {text}", transient=transient, retry_after=retry_after) from None
+        except StoreError as exc:
+            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
+        try:
+            digest, size = parser.finish()
+        except PushFailed as exc:
+            if is_auth_text(exc.message):
+                who = f"user {creds.username!r} (from {creds.source})" if creds else "anonymous push (no credentials found)"
+                raise AuthFailed(
+                    f"registry {tag.host} refused {who}: {parser.error}",
+                    hint="Set the variables named by auth.username_env/auth.password_env, or `docker login` first.",
+                ) from None
+            raise
+        emit(PushDone(image=image, reference=tag.reference, digest=digest, size=size))
+        return digest, size
+
+    def image_size(self, image_id: str) -> int | None:
+        try:
+            size = self._api("control").inspect_image(image_id).get("Size")
+        except (docker.errors.DockerException, requests.RequestException):
+            return None
+        return size if isinstance(size, int) else None
+
+
+def _records(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    decoder = JsonStreamDecoder()
+    for chunk in stream:
+        if isinstance(chunk, dict):
+            yield chunk
+            continue
+        yield from decoder.feed(chunk)
+    yield from decoder.close()
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    return str(explanation or exc).strip()

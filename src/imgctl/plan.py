@@ -1,0 +1,291 @@
+"""Pure planning: config + facts + options become an immutable, ordered release plan.
+
+Nothing here talks to the engine or the network; Dockerfiles are read through a function passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgctl import refs
+from imgctl.config import Config, LoadedConfig, RegistryConfig, TagSpec, find_cycle, format_loc
+from imgctl.dockerfile import base_images, split_reference
+from imgctl.errors import ConfigError, UsageError
+from imgctl.facts import Facts
+
+OCI = "org.opencontainers.image."
+
+_MISSING_HINTS = {
+    "version": "pass --version X.Y.Z (or run on a git tag vX.Y.Z, or use --nightly)",
+    "major": "pass --version X.Y.Z",
+    "minor": "pass --version X.Y.Z",
+    "patch": "pass --version X.Y.Z",
+    "git_sha": "run inside a git repository with a commit, or set GITHUB_SHA",
+    "git_short_sha": "run inside a git repository with a commit, or set GITHUB_SHA",
+    "branch": "check out a branch (not a detached HEAD), or set GITHUB_REF_NAME",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    nightly: bool = False
+    only: tuple[str, ...] = ()
+    with_deps: bool = True
+    push: bool = True
+    pull: bool = False
+    no_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registry to push to, with the names of the variables holding its credentials."""
+
+    key: str
+    host: str
+    namespace: str
+    username_env: str | None
+    password_env: str | None
+
+
+@dataclass(frozen=True)
+class PlannedTag:
+    target: str  # Target.key
+    host: str
+    repository: str  # as the engine names it: host/namespace/name
+    api_path: str  # as the registry's HTTP API names it: namespace/name
+    tag: str
+    floating: bool
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    name: str
+    context: Path
+    dockerfile: str
+    target: str | None
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    depends_on: tuple[str, ...]
+    inferred_from: tuple[str, ...]
+    tags: tuple[PlannedTag, ...]
+    held_back: tuple[PlannedTag, ...] = ()
+
+    @property
+    def immutable_tags(self) -> tuple[PlannedTag, ...]:
+        return tuple(t for t in self.tags if not t.floating)
+
+    @property
+    def floating_tags(self) -> tuple[PlannedTag, ...]:
+        return tuple(t for t in self.tags if t.floating)
+
+
+@dataclass(frozen=True)
+class Plan:
+    images: tuple[PlannedImage, ...]
+    targets: tuple[Target, ...]
+    options: Options
+    version: str | None
+    version_source: str | None
+    prerelease: bool
+    held_back_reason: str | None = None
+    config_path: Path | None = None
+    facts: dict[str, str | None] = field(default_factory=dict)
+
+    def image(self, name: str) -> PlannedImage:
+        return next(i for i in self.images if i.name == name)
+
+    def levels(self) -> list[list[str]]:
+        """Images grouped by depth in the dependency graph: each level needs only earlier ones."""
+        depth: dict[str, int] = {}
+        for image in self.images:
+            depth[image.name] = 1 + max((depth[d] for d in image.depends_on if d in depth), default=-1)
+        out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for image in self.images:
+            out[depth[image.name]].append(image.name)
+        return out
+
+
+def template_values(facts: Facts, target: Target, name: str) -> dict[str, str | None]:
+    v = facts.version
+    return {
+        "version": v.text if v else None,
+        "major": str(v.major) if v else None,
+        "minor": str(v.minor) if v else None,
+        "patch": str(v.patch) if v else None,
+        "git_sha": facts.git_sha,
+        "git_short_sha": facts.git_sha[:7] if facts.git_sha else None,
+        "branch": facts.branch,
+        "date": facts.date,
+        "registry": target.host,
+        "namespace": target.namespace,
+        "name": name,
+    }
+
+
+def _fill(template: str, values: dict[str, str | None], where: str) -> str:
+    names = refs.template_variables(template)
+    missing = [n for n in names if values.get(n) is None]
+    if missing:
+        name = missing[0]
+        raise UsageError(
+            f"{where}: {template!r} needs {{{name}}}, and no value was given",
+            hint=_MISSING_HINTS.get(name, "give a value for it"),
+        )
+    return refs.render(template, {k: v or "" for k, v in values.items()})
+
+
+def _targets(config: Config) -> tuple[Target, ...]:
+    def one(reg: RegistryConfig) -> Target:
+        auth = reg.auth
+        return Target(
+            key=reg.key, host=reg.url, namespace=reg.namespace,
+            username_env=auth.username_env if auth else None, password_env=auth.password_env if auth else None,
+        )
+
+    return tuple(one(reg) for reg in config.targets())
+
+
+def make_plan(
+    loaded: LoadedConfig,
+    facts: Facts,
+    options: Options,
+    read_text: Callable[[Path], str] = lambda p: p.read_text(encoding="utf-8", errors="replace"),
+) -> Plan:
+    config = loaded.config
+    targets = _targets(config)
+    by_key = {t.key: t for t in targets}
+    version = facts.version
+    prerelease = bool(version and version.is_prerelease)
+
+    rendered: dict[str, dict[str, Any]] = {}
+    for index, image in enumerate(config.images):
+        image_targets = [by_key[k] for k in image.registries] if image.registries else list(targets)
+        values = template_values(facts, image_targets[0], image.name)
+        where = format_loc(("images", index))
+        build_args = {k: _fill(v, values, f"{where}.build_args.{k}") for k, v in image.build_args.items()}
+        labels = {k: _fill(v, values, f"{where}.labels.{k}") for k, v in image.labels.items()}
+        entries: Sequence[str | TagSpec] = config.nightly_tags if options.nightly else image.tags
+        field_name = "nightly_tags" if options.nightly else f"{where}.tags"
+        tags: list[PlannedTag] = []
+        held: list[PlannedTag] = []
+        for target in image_targets:
+            tag_values = dict(template_values(facts, target, image.name))
+            if tag_values["branch"]:
+                tag_values["branch"] = refs.sanitize_tag_part(tag_values["branch"])
+            for tag_index, entry in enumerate(entries):
+                template = entry.tag if isinstance(entry, TagSpec) else entry
+                text = _fill(template, tag_values, f"{field_name}[{tag_index}]")
+                if not refs.TAG_RE.match(text):
+                    raise ConfigError(f"{field_name}[{tag_index}]: {template!r} renders to {text!r}, which is not a valid Docker tag")
+                if isinstance(entry, TagSpec):
+                    floating = entry.floating
+                else:
+                    floating = not (set(refs.template_variables(template)) & refs.IMMUTABLE_VARIABLES)
+                planned = PlannedTag(
+                    target=target.key, host=target.host,
+                    repository=refs.full_repository(target.host, target.namespace, image.name),
+                    api_path=refs.repository_path(target.host, target.namespace, image.name),
+                    tag=text, floating=floating,
+                )
+                if any(t.reference == planned.reference for t in tags + held):
+                    continue  # e.g. "{version}" and "{major}.{minor}.{patch}" render alike
+                (held if floating and prerelease else tags).append(planned)
+        if len(planned.repository) > refs.MAX_REPOSITORY_LENGTH:
+            raise ConfigError(f"{where}.name: repository {planned.repository!r} is longer than 255 characters")
+        rendered[image.name] = {"config": image, "build_args": build_args, "labels": labels, "tags": tags, "held": held}
+
+    repos = {
+        (t.host if not refs.is_docker_hub(t.host) else "docker.io", t.api_path): name
+        for name, r in rendered.items() for t in r["tags"] + r["held"]
+    }
+    inferred: dict[str, list[str]] = {}
+    for name, r in rendered.items():
+        image = r["config"]
+        dockerfile = loaded.base_dir / image.context / image.dockerfile
+        found = []
+        for base in base_images(read_text(dockerfile), r["build_args"]):
+            dep = repos.get(split_reference(base))
+            if dep and dep != name and dep not in found:
+                found.append(dep)
+        inferred[name] = found
+
+    graph = {name: list(dict.fromkeys(list(r["config"].depends_on) + inferred[name])) for name, r in rendered.items()}
+    cycle = find_cycle(graph)
+    if cycle:
+        raise ConfigError(f"dependency cycle (FROM lines included): {' -> '.join(cycle)}")
+
+    selected = _select(graph, options)
+    order = _topological(graph, [i.name for i in config.images], selected)
+    images = []
+    for name in order:
+        r = rendered[name]
+        image = r["config"]
+        labels = _oci_labels(config, facts, name) | r["labels"]
+        images.append(
+            PlannedImage(
+                name=name, context=(loaded.base_dir / image.context).resolve(), dockerfile=image.dockerfile,
+                target=image.target, build_args=r["build_args"], labels=labels,
+                depends_on=tuple(d for d in graph[name] if d in selected),
+                inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
+                tags=tuple(r["tags"]), held_back=tuple(r["held"]),
+            )
+        )
+    return Plan(
+        images=tuple(images), targets=targets, options=options,
+        version=version.text if version else None, version_source=facts.version_source,
+        prerelease=prerelease,
+        held_back_reason=f"pre-release {version.text}" if prerelease and version else None,
+        config_path=loaded.path,
+        facts={"git_sha": facts.git_sha, "branch": facts.branch, "date": facts.date, "created": facts.created},
+    )
+
+
+def _oci_labels(config: Config, facts: Facts, name: str) -> dict[str, str]:
+    if not config.oci_labels:
+        return {}
+    version = facts.version.text if facts.version else f"nightly-{facts.date}"
+    labels = {
+        OCI + "created": facts.created,
+        OCI + "revision": facts.git_sha,
+        OCI + "version": version,
+        OCI + "source": facts.source_url,
+        OCI + "title": name,
+    }
+    return {k: v for k, v in labels.items() if v}
+
+
+def _select(graph: dict[str, list[str]], options: Options) -> set[str]:
+    if not options.only:
+        return set(graph)
+    unknown = [n for n in options.only if n not in graph]
+    if unknown:
+        raise UsageError(f"--only {unknown[0]}: no such image", hint=f"Images: {', '.join(graph)}")
+    chosen = set(options.only)
+    if options.with_deps:
+        stack = list(chosen)
+        while stack:
+            for dep in graph[stack.pop()]:
+                if dep not in chosen:
+                    chosen.add(dep)
+                    stack.append(dep)
+    return chosen
+
+
+def _topological(graph: dict[str, list[str]], config_order: list[str], selected: set[str]) -> list[str]:
+    """Dependencies first; otherwise the order of the config file."""
+    done: list[str] = []
+    remaining = [n for n in config_order if n in selected]
+    while remaining:
+        for name in remaining:
+            if all(d in done or d not in selected for d in graph[name]):
+                done.append(name)
+                remaining.remove(name)
+                break
+    return done

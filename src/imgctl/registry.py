@@ -1,0 +1,112 @@
+"""Asking a registry, over its HTTP API, which digest a tag points at.
+
+This is how imgctl confirms every push independently of the engine's stream. Plain HTTP for
+loopback registries (as the engine treats them), HTTPS elsewhere; Basic or Bearer-token auth.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import requests
+
+from imgctl.auth import Credentials
+from imgctl.errors import AuthFailed, RegistryError
+from imgctl.refs import is_docker_hub
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+def base_url(host: str) -> str:
+    if is_docker_hub(host):
+        return "https://registry-1.docker.io"
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        loopback = ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    return f"{'http' if loopback else 'https'}://{host}"
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
+class RegistryClient:
+    def __init__(self, host: str, creds: Credentials | None, *, timeout: float = 15.0) -> None:
+        self.host = host
+        self.creds = creds
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # never send registry traffic through a proxy from the environment
+        self._token: dict[str, str] = {}
+
+    def manifest_digest(self, path: str, reference: str) -> str | None:
+        """The digest `path:reference` points at, or None if the registry has no such tag."""
+        url = f"{base_url(self.host)}/v2/{path}/manifests/{reference}"
+        response = self._request("HEAD", url, scope=f"repository:{path}:pull")
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            raise RegistryError(f"{self.host} answered without a Docker-Content-Digest for {path}:{reference}")
+        return digest
+
+    def _request(self, method: str, url: str, *, scope: str) -> requests.Response:
+        headers = {"Accept": MANIFEST_TYPES}
+        if scope in self._token:
+            headers["Authorization"] = self._token[scope]
+        try:
+            response = self.session.request(method, url, headers=headers, timeout=self.timeout)
+            if response.status_code == 401 and "Authorization" not in headers:
+                headers["Authorization"] = self._authorize(response, scope)
+                response = self.session.request(method, url, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise RegistryError(f"cannot reach registry {self.host}: {type(exc).__name__}", transient=True) from None
+        if response.status_code in (401, 403):
+            who = f"user {self.creds.username!r}" if self.creds else "anonymous access"
+            raise AuthFailed(f"registry {self.host} refused {who} when checking {url.split('/v2/', 1)[1]}")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RegistryError(
+                f"registry {self.host} answered {response.status_code} for {method} {url.split('/v2/', 1)[1]}",
+                transient=True, retry_after=_retry_after(response),
+            )
+        if response.status_code not in (200, 404):
+            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {url}")
+        return response
+
+    def _authorize(self, challenge: requests.Response, scope: str) -> str:
+        header = challenge.headers.get("WWW-Authenticate", "")
+        scheme, _, params = header.partition(" ")
+        if scheme.lower() == "basic":
+            if not self.creds:
+                return ""
+            import base64
+
+            raw = f"{self.creds.username}:{self.creds.password}".encode()
+            value = "Basic " + base64.b64encode(raw).decode()
+        elif scheme.lower() == "bearer":
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+            query = {"service": fields.get("service", ""), "scope": fields.get("scope", scope)}
+            auth = (self.creds.username, self.creds.password) if self.creds else None
+            try:
+                answer = self.session.get(fields["realm"], params=query, auth=auth, timeout=self.timeout)
+            except (requests.RequestException, KeyError) as exc:
+                raise RegistryError(f"token request to {self.host} failed: {type(exc).__name__}", transient=True) from None
+            if answer.status_code != 200:
+                raise AuthFailed(f"registry {self.host} refused a token for {scope}")
+            body = answer.json()
+            value = "Bearer " + str(body.get("token") or body.get("access_token") or "")
+        else:
+            return ""
+        self._token[scope] = value
+        return value

@@ -1,0 +1,339 @@
+"""Runs a plan against the engine: a dependency graph of builds and pushes, floating tags last.
+
+Immutable tags are pushed as soon as their image is built. Floating tags (`latest`, `1.2`, ...)
+are pushed only after every image of the run has succeeded, so a failed, partial or interrupted
+release never moves them. Every pushed tag is confirmed with the registry. Output only watches:
+everything that happens is an event handed to `emit`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from imgctl.auth import Credentials, from_environment
+from imgctl.engine import Engine
+from imgctl.errors import (
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AuthFailed, BuildFailed, ImgctlError, VerifyFailed,
+)
+from imgctl.events import (
+    Event, FloatingHeld, ImageDone, ImageFailed, ImageSkipped, ImageStarted, LoggedIn, Retrying, Tagged, Verified,
+)
+from imgctl.plan import Plan, PlannedImage, PlannedTag, Target
+from imgctl.registry import RegistryClient
+from imgctl.retry import RetryPolicy, call_with_retries
+
+Emit = Callable[[Event], None]
+
+
+def default_jobs() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+@dataclass
+class TagResult:
+    reference: str
+    target: str
+    floating: bool
+    status: str = "pending"  # pushed | built | held | failed | pending
+    digest: str | None = None
+    verified: bool = False
+    error: str | None = None
+
+
+@dataclass
+class ImageResult:
+    name: str
+    status: str = "pending"  # released | built | failed | skipped | pending
+    image_id: str | None = None
+    size: int | None = None
+    seconds: float = 0.0
+    stage: str | None = None
+    error: str | None = None
+    output: tuple[str, ...] = ()
+    tags: list[TagResult] = field(default_factory=list)
+
+    def tag(self, reference: str) -> TagResult:
+        return next(t for t in self.tags if t.reference == reference)
+
+
+@dataclass
+class ReleaseResult:
+    images: list[ImageResult]
+    floating: str = "none"  # pushed | held back: why | none
+    interrupted: bool = False
+    retries: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(i.status in ("released", "built") for i in self.images)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+
+class Release:
+    def __init__(
+        self,
+        plan: Plan,
+        engine: Engine,
+        emit: Emit,
+        *,
+        jobs: int | None = None,
+        fail_fast: bool = False,
+        policy: RetryPolicy | None = None,
+        grace_seconds: float = 60.0,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.jobs = max(1, jobs or default_jobs())
+        self.fail_fast = fail_fast
+        self.policy = policy or RetryPolicy()
+        self.grace_seconds = grace_seconds
+        self.environ = environ
+        self.cancelled = threading.Event()
+        self._emit_lock = threading.Lock()
+        self._emit = emit
+        self._creds: dict[str, Credentials | None] = {}
+        self._registries: dict[str, RegistryClient] = {}
+        self.results = {
+            image.name: ImageResult(
+                image.name,
+                tags=[TagResult(t.reference, t.target, t.floating) for t in image.tags]
+                + [TagResult(t.reference, t.target, t.floating, status="held") for t in image.held_back],
+            )
+            for image in plan.images
+        }
+
+    def emit(self, event: Event) -> None:
+        with self._emit_lock:
+            self._emit(event)
+
+    # -- the whole run -------------------------------------------------------------------
+
+    def run(self) -> ReleaseResult:
+        self.engine.connect()
+        result = ReleaseResult(images=[self.results[i.name] for i in self.plan.images])
+        if self.plan.options.push:
+            self._authenticate()
+        try:
+            self._run_graph()
+        except KeyboardInterrupt:
+            result.interrupted = True
+        result.interrupted = result.interrupted or self.cancelled.is_set()
+        result.floating = self._finish_floating(result)
+        result.retries = self.policy.used
+        return result
+
+    def _authenticate(self) -> None:
+        """Credentials for every target, checked with the registry before anything is built."""
+        used = {t.target for image in self.plan.images for t in image.tags + image.held_back}
+        for target in self.plan.targets:
+            if target.key not in used:
+                continue
+            creds = from_environment(target.host, target.username_env, target.password_env, self.environ)
+            if creds is None:
+                creds = self.engine.config_credentials(target.host)
+            if creds is not None:
+                login_creds = creds
+                call_with_retries(
+                    lambda: self.engine.login(target.host, login_creds),
+                    policy=self.policy,
+                    on_retry=self._retry_reporter(None, f"login to {target.host}"),
+                )
+                self.emit(LoggedIn(registry=target.host, username=creds.username, source=creds.source))
+            self._creds[target.key] = creds
+            self._registries[target.key] = RegistryClient(target.host, creds)
+
+    def _run_graph(self) -> None:
+        waiting = [image.name for image in self.plan.images]
+        state: dict[str, str] = {}
+        finished: queue.Queue[tuple[str, bool]] = queue.Queue()
+        running = 0
+        stop_reason: str | None = None
+        while True:
+            for name in list(waiting):
+                broken = [d for d in self.plan.image(name).depends_on if state.get(d) in ("failed", "skipped")]
+                if broken:
+                    waiting.remove(name)
+                    state[name] = "skipped"
+                    self._skip(name, f"dependency {broken[0]} {state[broken[0]]}")
+            if self.cancelled.is_set():
+                stop_reason = "release interrupted"
+            if stop_reason is None:
+                for name in list(waiting):
+                    if running >= self.jobs:
+                        break
+                    if all(state.get(d) == "done" for d in self.plan.image(name).depends_on):
+                        waiting.remove(name)
+                        state[name] = "running"
+                        running += 1
+                        threading.Thread(
+                            target=self._worker, args=(self.plan.image(name), finished), name=f"imgctl-{name}", daemon=True
+                        ).start()
+            if running == 0:
+                break
+            try:
+                name, ok = self._next_finished(finished)
+            except KeyboardInterrupt:
+                self.cancelled.set()
+                self._drain(finished, running, state)
+                running = 0
+                continue
+            running -= 1
+            state[name] = "done" if ok else "failed"
+            if not ok and self.fail_fast:
+                stop_reason = "--fail-fast: an image failed"
+        for name in waiting:
+            self._skip(name, stop_reason or "not started")
+
+    @staticmethod
+    def _next_finished(finished: queue.Queue[tuple[str, bool]]) -> tuple[str, bool]:
+        while True:  # a timeout keeps the main thread responsive to Ctrl-C
+            try:
+                return finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def _drain(self, finished: queue.Queue[tuple[str, bool]], running: int, state: dict[str, str]) -> None:
+        """After an interrupt: give running work a bounded time to finish, starting nothing new."""
+        deadline = time.monotonic() + self.grace_seconds
+        while running and time.monotonic() < deadline:
+            try:
+                name, ok = finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            running -= 1
+            state[name] = "done" if ok else "failed"
+
+    def _skip(self, name: str, reason: str) -> None:
+        result = self.results[name]
+        result.status, result.error = "skipped", reason
+        self.emit(ImageSkipped(image=name, reason=reason))
+
+    # -- one image -----------------------------------------------------------------------
+
+    def _worker(self, image: PlannedImage, finished: queue.Queue[tuple[str, bool]]) -> None:
+        ok = False
+        try:
+            ok = self._release_image(image)
+        except BaseException as exc:  # noqa: BLE001 - a worker must always report back
+            self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            finished.put((image.name, ok))
+
+    def _release_image(self, image: PlannedImage) -> bool:
+        result = self.results[image.name]
+        started = time.monotonic()
+        self.emit(ImageStarted(image=image.name))
+        options = self.plan.options
+        try:
+            result.image_id = self.engine.build(image, no_cache=options.no_cache, pull=options.pull, emit=self.emit)
+        except BuildFailed as exc:
+            return self._fail(image.name, "build", exc.message, exc.output)
+        except ImgctlError as exc:
+            return self._fail(image.name, "build", exc.message)
+        result.size = self.engine.image_size(result.image_id)
+        try:
+            for tag in image.tags:
+                self.engine.tag(result.image_id, tag)
+                self.emit(Tagged(image=image.name, reference=tag.reference))
+        except ImgctlError as exc:
+            return self._fail(image.name, "tag", exc.message)
+        if not options.push:
+            for tag_result in result.tags:
+                if tag_result.status == "pending":
+                    tag_result.status = "built"
+            result.status = "built"
+        else:
+            for tag in image.immutable_tags:
+                if self.cancelled.is_set():
+                    return self._fail(image.name, "push", "interrupted before every tag was pushed")
+                if not self._push_tag(image, tag):
+                    return self._fail(image.name, "push", result.tag(tag.reference).error or "push failed")
+            result.status = "released"
+        result.seconds = time.monotonic() - started
+        self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
+        return True
+
+    def _push_tag(self, image: PlannedImage, tag: PlannedTag) -> bool:
+        """Push one tag (retrying transient faults), then confirm its digest with the registry."""
+        tag_result = self.results[image.name].tag(tag.reference)
+        creds = self._creds.get(tag.target)
+        try:
+            digest, _size = call_with_retries(
+                lambda: self.engine.push(image.name, tag, creds, self.emit),
+                policy=self.policy,
+                on_retry=self._retry_reporter(image.name, f"push {tag.reference}"),
+                cancelled=self.cancelled.is_set,
+            )
+            tag_result.digest = digest
+            registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
+            found = call_with_retries(
+                lambda: registry.manifest_digest(tag.api_path, tag.tag),
+                policy=self.policy,
+                on_retry=self._retry_reporter(image.name, f"verify {tag.reference}"),
+            )
+            if found != digest:
+                raise VerifyFailed(
+                    f"{tag.reference}: the push reported {digest} but the registry holds {found or 'no such tag'}"
+                )
+        except (ImgctlError, OSError) as exc:
+            tag_result.status = "failed"
+            tag_result.error = exc.message if isinstance(exc, ImgctlError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, AuthFailed) and exc.hint:
+                tag_result.error += f" ({exc.hint})"
+            return False
+        except Exception as exc:  # noqa: BLE001 - transport errors that outlived the retries
+            tag_result.status = "failed"
+            tag_result.error = f"push of {tag.reference} failed: {type(exc).__name__}: {exc}"
+            return False
+        tag_result.status, tag_result.verified = "pushed", True
+        self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
+        return True
+
+    def _fail(self, name: str, stage: str, message: str, output: tuple[str, ...] = ()) -> bool:
+        result = self.results[name]
+        result.status, result.stage, result.error, result.output = "failed", stage, message, output
+        self.emit(ImageFailed(image=name, stage=stage, error=message, output=output))
+        return False
+
+    def _retry_reporter(self, image: str | None, action: str) -> Callable[[int, int, float, BaseException], None]:
+        def report(attempt: int, attempts: int, wait: float, exc: BaseException) -> None:
+            reason = exc.message if isinstance(exc, ImgctlError) else f"{type(exc).__name__}: {exc}"
+            self.emit(Retrying(image=image, action=action, attempt=attempt, attempts=attempts, wait=wait, reason=reason[:300]))
+
+        return report
+
+    # -- floating tags, last -------------------------------------------------------------
+
+    def _finish_floating(self, result: ReleaseResult) -> str:
+        floating = [(image, tag) for image in self.plan.images for tag in image.floating_tags]
+        held = [t.reference for image in self.plan.images for t in image.held_back]
+        if held and self.plan.held_back_reason:
+            self.emit(FloatingHeld(reason=self.plan.held_back_reason, references=tuple(held)))
+        if not floating:
+            return f"held back: {self.plan.held_back_reason}" if held else "none"
+        if not self.plan.options.push:
+            return "not pushed (--no-push)"
+        failed = [i for i in result.images if i.status != "released"]
+        if result.interrupted or failed:
+            why = "release interrupted" if result.interrupted else (
+                f"{len(failed)} image{'s' if len(failed) != 1 else ''} failed or skipped"
+            )
+            for image, tag in floating:
+                self.results[image.name].tag(tag.reference).status = "held"
+            self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
+            return f"held back: {why}"
+        for image, tag in floating:
+            if not self._push_tag(image, tag):
+                self._fail(image.name, "push", self.results[image.name].tag(tag.reference).error or "push failed")
+        return "pushed" if result.ok else "partly pushed"
