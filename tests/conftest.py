@@ -1,0 +1,122 @@
+"""Shared fixtures: the real engine, real registries, busybox images FROM scratch, and running imgctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.registry import RegistryServer
+
+BUSYBOX = Path("/bin/busybox")
+AUTH_USER = "imgctl-ci"
+AUTH_PASSWORD = "Sup3r-S3cret-Pa55word-4f9c2e"  # a known secret, searched for in every output
+
+BASE_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+CMD ["sh"]
+"""
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """The real Docker engine must answer: scripts/test.sh starts it. Fail loudly, never skip."""
+    done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"the Docker engine is not running (run `bash scripts/test.sh`): {done.stderr.strip()}")
+
+
+@pytest.fixture
+def registry(tmp_path: Path, engine: None) -> Iterator[RegistryServer]:
+    with RegistryServer(tmp_path / "registry") as server:
+        yield server
+    _remove_images(server.host)
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path, engine: None) -> Iterator[RegistryServer]:
+    with RegistryServer(tmp_path / "auth-registry", htpasswd=(AUTH_USER, AUTH_PASSWORD)) as server:
+        yield server
+    _remove_images(server.host)
+
+
+def _remove_images(host: str) -> None:
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+    ).stdout.split()
+    mine = [ref for ref in listed if ref.startswith(host + "/")]
+    if mine:
+        subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
+
+
+def write_base_context(folder: Path, extra: str = "") -> Path:
+    """A FROM-scratch image holding only a static busybox (nothing can be pulled here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUSYBOX, folder / "busybox")
+    (folder / "Dockerfile").write_text(BASE_DOCKERFILE + extra)
+    return folder
+
+
+def write_context(folder: Path, dockerfile: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Dockerfile").write_text(dockerfile)
+    return folder
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e["type"] == kind]
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path) -> Path:
+    """An empty, private docker config: no credentials leak in from the machine's own."""
+    folder = tmp_path / "docker-config"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def imgctl(docker_config: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run the real CLI in a subprocess, as a user would; returns a Run."""
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> Run:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DOCKERHUB_", "IMGCTL_"))}
+        environ["DOCKER_CONFIG"] = str(docker_config)
+        environ["TMPDIR"] = str(tmp_path)
+        environ.update(env or {})
+        done = subprocess.run(
+            [sys.executable, "-m", "imgctl", *args], capture_output=True, text=True, env=environ,
+            cwd=cwd or tmp_path, timeout=timeout,
+        )
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
