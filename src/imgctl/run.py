@@ -254,11 +254,15 @@ class Release:
                     tag_result.status = "built"
             result.status = "built"
         else:
+            # Every tag is tried, so one registry failing does not hide success on another.
+            failed = []
             for tag in image.immutable_tags:
                 if self.cancelled.is_set():
                     return self._fail(image.name, "push", "interrupted before every tag was pushed")
                 if not self._push_tag(image, tag):
-                    return self._fail(image.name, "push", result.tag(tag.reference).error or "push failed")
+                    failed.append(result.tag(tag.reference).error or f"push of {tag.reference} failed")
+            if failed:
+                return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
             result.status = "released"
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
@@ -326,9 +330,7 @@ class Release:
             return "not pushed (--no-push)"
         failed = [i for i in result.images if i.status != "released"]
         if result.interrupted or failed:
-            why = "release interrupted" if result.interrupted else (
-                f"{len(failed)} image{'s' if len(failed) != 1 else ''} failed or skipped"
-            )
+            why = "release interrupted" if result.interrupted else _count_failures(failed)
             for image, tag in floating:
                 self.results[image.name].tag(tag.reference).status = "held"
             self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
@@ -337,3 +339,11 @@ class Release:
             if not self._push_tag(image, tag):
                 self._fail(image.name, "push", self.results[image.name].tag(tag.reference).error or "push failed")
         return "pushed" if result.ok else "partly pushed"
+
+
+def _count_failures(images: list[ImageResult]) -> str:
+    failed = sum(1 for i in images if i.status == "failed")
+    skipped = len(images) - failed
+    parts = [f"{failed} image{'s' if failed != 1 else ''} failed"] if failed else []
+    parts += [f"{skipped} skipped"] if skipped else []
+    return ", ".join(parts)
