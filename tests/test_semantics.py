@@ -128,7 +128,7 @@ def test_failed_image_skips_dependents_and_holds_latest(tmp_path: Path, registry
     assert registry.manifest_digest(f"{ns}/base", "1.1.0") is not None
     assert registry.manifest_digest(f"{ns}/app", "1.1.0") is None
     assert {n: registry.manifest_digest(f"{ns}/{n}", "latest") for n in latest_before} == latest_before
-    assert "floating tags held back (1 image failed, 1 skipped)" in second.stderr
+    assert "held back: 1 image failed, 1 skipped" in second.stderr
 
 
 def test_prerelease_moves_no_floating_tag(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
