@@ -167,7 +167,7 @@ class Engine:
         try:
             digest, size = parser.finish()
         except PushFailed as exc:
-            if is_auth_text(exc.message):
+            if parser.error and is_auth_text(parser.error):
                 who = f"user {creds.username!r} (from {creds.source})" if creds else "anonymous push (no credentials found)"
                 raise AuthFailed(
                     f"registry {tag.host} refused {who}: {parser.error}",

@@ -147,7 +147,8 @@ class JsonStreamDecoder:
         self._decoder = json.JSONDecoder()
 
     def feed(self, chunk: bytes | str) -> list[dict[str, Any]]:
-        self._buffer += chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+        # surrogatepass: a str chunk holding lone surrogates then fails UTF-8 decoding as garbage
+        self._buffer += chunk.encode("utf-8", "surrogatepass") if isinstance(chunk, str) else chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         if len(self._buffer) > self.MAX_LINE:
             raise StreamGarbled(f"stream record longer than {self.MAX_LINE} bytes")
@@ -170,7 +171,7 @@ class JsonStreamDecoder:
         while text:
             try:
                 obj, end = self._decoder.raw_decode(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # deep nesting exhausts the C scanner
                 raise StreamGarbled(f"stream record cut short or not JSON: {text[:80]!r}") from None
             if not isinstance(obj, dict):
                 raise StreamGarbled(f"stream holds a JSON {type(obj).__name__}, not an object")
@@ -180,6 +181,7 @@ class JsonStreamDecoder:
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_BOOKKEEPING = (" ---> ", "Removing intermediate container ", "Successfully built ", "Successfully tagged ")
 
 
 class BuildStreamParser:
@@ -196,7 +198,8 @@ class BuildStreamParser:
     def handle(self, record: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         if "error" in record or "errorDetail" in record:
-            detail = record.get("errorDetail") or {}
+            detail = record.get("errorDetail")
+            detail = detail if isinstance(detail, dict) else {}
             self.error = str(detail.get("message") or record.get("error") or "build failed")
             return self._flush()
         aux = record.get("aux")
@@ -204,6 +207,10 @@ class BuildStreamParser:
             self.image_id = aux["ID"]
         text = record.get("stream")
         if isinstance(text, str):
+            # The builder's own records start a line even when RUN output did not end with one
+            # (`RUN printf x` is followed directly by "Removing intermediate container ...").
+            if self._partial and (text.startswith(_BOOKKEEPING) or _STEP.match(text)):
+                events.extend(self._flush())
             self._partial += text
             *lines, self._partial = self._partial.split("\n")
             for line in lines:
@@ -220,7 +227,7 @@ class BuildStreamParser:
         if match:
             self.step = line
             return [BuildStep(image=self.image, step=int(match.group(1)), total=int(match.group(2)), instruction=match.group(3))]
-        internal = line.startswith(" ---> ") or line.startswith("Removing intermediate container") or line.startswith("Successfully built ")
+        internal = line.startswith(_BOOKKEEPING)
         if not internal:
             self.tail.append(line)
         return [BuildOutput(image=self.image, line=line, internal=internal)]
@@ -254,7 +261,8 @@ class PushStreamParser:
 
     def handle(self, record: dict[str, Any]) -> list[Event]:
         if "error" in record or "errorDetail" in record:
-            detail = record.get("errorDetail") or {}
+            detail = record.get("errorDetail")
+            detail = detail if isinstance(detail, dict) else {}
             self.error = str(detail.get("message") or record.get("error") or "push failed")
             return []
         aux = record.get("aux")
@@ -267,7 +275,8 @@ class PushStreamParser:
         layer = record.get("id")
         if not isinstance(status, str) or not isinstance(layer, str):
             return []
-        progress = record.get("progressDetail") or {}
+        progress = record.get("progressDetail")
+        progress = progress if isinstance(progress, dict) else {}
         current, total = progress.get("current"), progress.get("total")
         return [
             LayerProgress(

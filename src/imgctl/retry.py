@@ -6,7 +6,7 @@ Transient (retried):
     | registry 5xx                           | stream text "500/502/503/504", "Service Unavailable", "Bad Gateway", "Gateway Timeout" |
     | registry rate limit (429)              | "429", "toomanyrequests" (waits honour Retry-After, capped) |
     | connection refused / reset / cut       | "connection refused", "connection reset", "broken pipe", "EOF"; requests ConnectionError |
-    | timeouts                               | "timeout", "i/o timeout"; requests Timeout, urllib3 ReadTimeoutError |
+    | timeouts                               | "timeout", "i/o timeout", "deadline exceeded"; requests Timeout, urllib3 ReadTimeoutError |
     | a truncated or garbled stream          | StreamGarbled; a push stream without a digest    |
 Permanent (never retried):
     | auth                                   | "unauthorized", "authentication required", "denied", 401, 403 |
@@ -36,18 +36,22 @@ _PERMANENT = re.compile(r"unauthori[sz]ed|authentication required|denied|\b40[13
 _RATE = re.compile(r"\b429\b|toomanyrequests|too many requests", re.I)
 _TRANSIENT = re.compile(
     r"\b50[0-4]\b|service unavailable|bad gateway|gateway time-?out|internal server error"
-    r"|connection refused|connection reset|broken pipe|\bEOF\b|timeout|timed out|i/o timeout"
+    r"|connection refused|connection reset|broken pipe|\bEOF\b|timeout|timed out|i/o timeout|deadline exceeded"
     r"|no such host|network is unreachable|TLS handshake",
     re.I,
 )
+# Engine errors quote URLs and addresses (`Put "http://h:5000/v2/x/manifests/401": read tcp
+# 127.0.0.1:41234->h:5000: ...`), whose digits and words are not statuses: drop them first.
+_ADDRESSES = re.compile(r"\bhttps?://[^\s\"']*|\[?[\w.:-]+\]?:\d+\b")
 
 
 def is_auth_text(message: str) -> bool:
-    return bool(_PERMANENT.search(message))
+    return bool(_PERMANENT.search(_ADDRESSES.sub(" ", message)))
 
 
 def classify_text(message: str) -> tuple[bool, float | None]:
     """(transient, retry-after seconds) for an error message from the engine's stream."""
+    message = _ADDRESSES.sub(" ", message)
     if _PERMANENT.search(message):
         return False, None
     if _RATE.search(message):
