@@ -118,6 +118,7 @@ def release(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run of this config.")] = 0.0,
+    push_timeout: Annotated[float, typer.Option("--push-timeout", min=1, help="Seconds a push may go silent before it is cancelled and retried.")] = 300.0,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto, plain or json (one event per line on stdout).")] = Output.auto,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
@@ -133,7 +134,10 @@ def release(
         typer.echo(plan_text(resolved))
         return
     emit, finish = _renderer(output, quiet=quiet, verbose=verbose)
-    result = api.release(resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout)
+    result = api.release(
+        resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout,
+        engine=api.Engine(push_timeout=push_timeout),
+    )
     finish(result)
     raise typer.Exit(result.exit_code)
 
