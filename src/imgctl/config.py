@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+)
 
 from imgctl import refs
 from imgctl.errors import ConfigError
@@ -57,36 +59,35 @@ def _check_template(value: str) -> str:
     return value
 
 
-Template = Annotated[str, BeforeValidator(_scalar_to_str), Field(min_length=1)]
+# Checked item by item, so that an error names the one bad entry (`tags[2]`, `build_args.BASE`).
+Template = Annotated[str, BeforeValidator(_scalar_to_str), Field(min_length=1), AfterValidator(_check_template)]
+
+
+def _check_tag(value: str) -> str:
+    # Render with stand-in values so that literal text no tag can hold is refused now, not mid-release.
+    sample = refs.render(value, dict.fromkeys(refs.TEMPLATE_VARIABLES, "x"))
+    if not refs.TAG_RE.match(sample):
+        raise ValueError(f"{value!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
+    return value
+
+
+TagText = Annotated[Template, AfterValidator(_check_tag)]
 
 
 class TagSpec(_Model):
     """A tag with its classification forced: `floating: true` waits for the whole release."""
 
-    tag: Template
+    tag: TagText
     floating: bool
 
-    @field_validator("tag")
-    @classmethod
-    def _valid(cls, value: str) -> str:
-        return _check_tag(value)
+
+def _tag_kind(value: Any) -> str:
+    return "spec" if isinstance(value, (dict, TagSpec)) else "text"
 
 
-def _check_tag(value: str) -> str:
-    _check_template(value)
-    if "{" not in value and not refs.TAG_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
-    return value
-
-
-TagEntry = Annotated[Template, BeforeValidator(_scalar_to_str)] | TagSpec
-
-
-def _check_tags(values: list[Any]) -> list[Any]:
-    for value in values:
-        if isinstance(value, str):
-            _check_tag(value)
-    return values
+# Chosen by the input's shape, so a bad entry gets the one error that fits it, not one per alternative.
+TagEntry = Annotated[Annotated[TagText, Tag("text")] | Annotated[TagSpec, Tag("spec")], Discriminator(_tag_kind)]
+_TAG_KINDS = ("text", "spec")
 
 
 class RegistryConfig(_Model):
@@ -140,18 +141,6 @@ class ImageConfig(_Model):
             raise ValueError(f"{value!r} is not a valid repository name: lowercase letters, digits and . _ - separators, / between parts")
         return value
 
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[Any]) -> list[Any]:
-        return _check_tags(value)
-
-    @field_validator("build_args", "labels")
-    @classmethod
-    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
-        for item in value.values():
-            _check_template(item)
-        return value
-
     @field_validator("build_args")
     @classmethod
     def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
@@ -186,11 +175,6 @@ class Config(_Model):
     @classmethod
     def _namespace(cls, value: str) -> str:
         return _check_namespace(value)
-
-    @field_validator("nightly_tags")
-    @classmethod
-    def _nightly(cls, value: list[Any]) -> list[Any]:
-        return _check_tags(value)
 
     def targets(self) -> list[RegistryConfig]:
         """Every registry to push to, the shorthand `registry`/`namespace`/`auth` included."""
@@ -278,8 +262,10 @@ _FIELDS_BY_MODEL = {
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     for error in exc.errors(include_input=False, include_url=False):
-        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part in ("str", "TagSpec"))))
+        loc = _clean_loc(error["loc"])
         kind = error["type"]
+        if kind == "invalid_key" and loc:
+            loc = loc[:-1] + (str(loc[-1]),)  # a key that is not a string, e.g. `1:`
         if kind == "extra_forbidden":
             problems.append((loc, _unknown_key_message(loc), True))
         elif kind == "missing":
@@ -288,8 +274,21 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             message = error["msg"].removeprefix("Value error, ")
             if kind == "string_pattern_mismatch" and loc and str(loc[-1]).endswith("_env"):
                 message = "must be the NAME of an environment variable (letters, digits, _), not its value"
-            problems.append((loc, message, False))
+            problems.append((loc, message, kind == "invalid_key"))
     return _dedupe(problems)
+
+
+def _clean_loc(raw: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The location as the user wrote it: without pydantic's union branch names and `[key]` markers."""
+    loc: list[int | str] = []
+    for part in raw:
+        if part == "[key]" and loc:
+            loc[-1] = str(loc[-1])  # the bad key itself; as text, mark_of finds its line
+        elif part in _TAG_KINDS and len(loc) >= 2 and loc[-2] in ("tags", "nightly_tags") and isinstance(loc[-1], int):
+            continue
+        else:
+            loc.append(part)
+    return tuple(loc)
 
 
 def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
@@ -332,7 +331,7 @@ def _semantic_problems(config: Config, base_dir: Path, data: dict[str, Any]) -> 
             problems.append((where + ("name",), f"duplicate image name {image.name!r}", False))
         for dep_index, dep in enumerate(image.depends_on):
             if dep not in names:
-                problems.append((where + ("depends_on", dep_index), f"unknown image {dep!r}; images: {', '.join(names)}", False))
+                problems.append((where + ("depends_on", dep_index), f"unknown image {dep!r}; images: {', '.join(dict.fromkeys(names))}", False))
             elif dep == image.name:
                 problems.append((where + ("depends_on", dep_index), "an image cannot depend on itself", False))
         for reg_index, reg in enumerate(image.registries or []):
@@ -347,7 +346,8 @@ def _semantic_problems(config: Config, base_dir: Path, data: dict[str, Any]) -> 
             dockerfile = context / image.dockerfile
             if not dockerfile.is_file():
                 problems.append((where + ("dockerfile",), f"Dockerfile {image.dockerfile!r} not found in context {image.context!r}", False))
-    cycle = find_cycle({image.name: list(image.depends_on) for image in config.images})
+    # Self-dependencies are reported above; left in, each would also show up as a cycle `a -> a`.
+    cycle = find_cycle({image.name: [d for d in image.depends_on if d != image.name] for image in config.images})
     if cycle:
         index = names.index(cycle[0])
         problems.append((("images", index, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}", True))

@@ -13,10 +13,8 @@ def logical_lines(text: str) -> list[str]:
     current = ""
     for raw in text.splitlines():
         stripped = raw.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if current and stripped.startswith("#"):
-            continue
+        if not stripped or stripped.startswith("#"):
+            continue  # also inside a continuation: Docker skips blank and comment lines there
         if stripped.endswith("\\"):
             current += stripped[:-1] + " "
             continue
@@ -48,12 +46,13 @@ def base_images(text: str, build_args: dict[str, str]) -> list[str]:
     images: list[str] = []
     seen_from = False
     for line in logical_lines(text):
-        keyword, _, rest = line.partition(" ")
+        keyword, _, rest = line.replace("\t", " ").partition(" ")
         keyword = keyword.upper()
         if keyword == "ARG" and not seen_from:
             for item in rest.split():
                 name, eq, default = item.partition("=")
-                value = build_args.get(name, default.strip("\"'") if eq else variables.get(name, ""))
+                # A default may use the ARGs declared before it: ARG BASE=${REGISTRY}/base
+                value = build_args.get(name, expand(default.strip("\"'"), variables) if eq else variables.get(name, ""))
                 variables[name] = value
         elif keyword == "FROM":
             seen_from = True
@@ -61,10 +60,11 @@ def base_images(text: str, build_args: dict[str, str]) -> list[str]:
             if not words:
                 continue
             image = expand(words[0], variables)
-            if len(words) >= 3 and words[1].upper() == "AS":
-                stages.add(words[2].lower())
+            # Only stages named by earlier FROM lines: `FROM alpine AS alpine` still pulls alpine.
             if image.lower() not in stages and image != "scratch" and image:
                 images.append(image)
+            if len(words) >= 3 and words[1].upper() == "AS":
+                stages.add(words[2].lower())
     return images
 
 

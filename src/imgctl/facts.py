@@ -112,7 +112,7 @@ def gather(
         parsed, source = parse_version(env["GITHUB_REF_NAME"], source="GITHUB_REF_NAME"), "GITHUB_REF_NAME"
     elif want_version:
         described = _git(["describe", "--tags", "--exact-match"], where)
-        if described and _SEMVER.match(described.lstrip("vV")):
+        if described and _SEMVER.match(described[1:] if described[:1] in ("v", "V") else described):
             parsed, source = parse_version(described, source="git tag"), f"git tag {described}"
 
     if env.get("GITHUB_SHA"):

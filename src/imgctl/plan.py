@@ -141,7 +141,7 @@ def _fill(template: str, values: dict[str, str | None], where: str) -> str:
     return refs.render(template, {k: v or "" for k, v in values.items()})
 
 
-def _targets(config: Config) -> tuple[Target, ...]:
+def targets_of(config: Config) -> tuple[Target, ...]:
     def one(reg: RegistryConfig) -> Target:
         auth = reg.auth
         return Target(
@@ -159,7 +159,7 @@ def make_plan(
     read_text: Callable[[Path], str] = lambda p: p.read_text(encoding="utf-8", errors="replace"),
 ) -> Plan:
     config = loaded.config
-    targets = _targets(config)
+    targets = targets_of(config)
     by_key = {t.key: t for t in targets}
     version = facts.version
     prerelease = bool(version and version.is_prerelease)
@@ -194,11 +194,11 @@ def make_plan(
                     api_path=refs.repository_path(target.host, target.namespace, image.name),
                     tag=text, floating=floating,
                 )
+                if len(planned.repository) > refs.MAX_REPOSITORY_LENGTH:
+                    raise ConfigError(f"{where}.name: repository {planned.repository!r} is longer than 255 characters")
                 if any(t.reference == planned.reference for t in tags + held):
                     continue  # e.g. "{version}" and "{major}.{minor}.{patch}" render alike
                 (held if floating and prerelease else tags).append(planned)
-        if len(planned.repository) > refs.MAX_REPOSITORY_LENGTH:
-            raise ConfigError(f"{where}.name: repository {planned.repository!r} is longer than 255 characters")
         rendered[image.name] = {"config": image, "build_args": build_args, "labels": labels, "tags": tags, "held": held}
 
     repos = {

@@ -9,11 +9,13 @@ import re
 import string
 
 # From the distribution reference grammar (distribution/reference/regexp.go).
+# ASCII only and \Z, not $: Python's \w takes any Unicode letter, and $ lets a trailing newline through.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-REGISTRY_RE = re.compile(rf"^{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]{{1,5}})?$")
+REGISTRY_RE = re.compile(rf"^{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*(?::[0-9]{{1,5}})?\Z")
+MAX_TAG_LENGTH = 128
 MAX_REPOSITORY_LENGTH = 255
 
 TEMPLATE_VARIABLES = (
@@ -71,8 +73,8 @@ def render(template: str, values: dict[str, str]) -> str:
 
 def sanitize_tag_part(value: str) -> str:
     """Make a free-form value (a branch name) usable inside a tag, as docker/metadata-action does."""
-    cleaned = re.sub(r"[^\w.-]", "-", value)
-    return cleaned.lstrip(".-") or "unknown"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)
+    return cleaned.lstrip(".-")[:MAX_TAG_LENGTH] or "unknown"
 
 
 def repository_path(registry: str, namespace: str, name: str) -> str:

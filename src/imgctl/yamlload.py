@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,35 @@ from imgctl.errors import ConfigError
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000
+# Far beyond any real config; PyYAML's scanner slows down quadratically on deep flow nesting long before
+# Python's recursion limit stops it, so stop early.
+MAX_DEPTH = 64
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: PyYAML silently keeps the last one."""
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one) and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _value in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # `? [a]` or `? {a: 1}`: the lookup below would raise TypeError
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+                )
             if key in seen:
                 first = seen[key].start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
@@ -103,6 +124,6 @@ def mark_of(root: yaml.Node | None, loc: tuple[int | str, ...], *, key: bool = F
             node = node.value[part]
         else:
             break
-        if not key:
+        if not key or isinstance(part, int):  # a list item has no key: point at the item
             found = (node.start_mark.line + 1, node.start_mark.column + 1)
     return found

@@ -1,0 +1,524 @@
+"""The config file: every broken config is refused through the real CLI with exit 2, the field path
+and (where there is one) the line:column; discovery of the config file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imgctl.cli import main
+from imgctl.config import find_config, load_config
+from imgctl.errors import ConfigError
+
+VALID = """\
+registry: ghcr.io
+namespace: acme
+images:
+  - name: base
+    context: base
+  - name: app
+    context: app
+    depends_on: [base]
+    build_args:
+      BASE: "{registry}/{namespace}/base:{version}"
+    tags: ["{version}", "{major}.{minor}", latest, {tag: stable, floating: true}]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for name in ("app", "base"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text("FROM alpine:3.20\n")
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    return tmp_path
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The CLI in this process, through main(): its error boundary and its sys.exit included."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (0 if code is None else code), out, err
+
+
+def run_module(args: list[str], cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "IMGCTL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "imgctl", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def validate(project: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    path = project / "imgctl.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return run_main(["validate", "-c", str(path)], capsys)
+
+
+LONG_TAG = "a" * 129
+
+# (config text, fragments stderr must hold). A fragment "imgctl.yaml:L:C: path" pins the field and its position.
+BROKEN = [
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    tags: [latest}\n",
+        ["imgctl.yaml:4:18: YAML syntax error", "expected ',' or ']'"],
+        id="yaml-syntax-error",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    name: other\n",
+        ["imgctl.yaml:5:5: YAML syntax error: duplicate key 'name' (first defined on line 3)"],
+        id="duplicate-yaml-key",
+    ),
+    pytest.param("", ["imgctl.yaml: config file is empty"], id="empty-file"),
+    pytest.param("  \n\n", ["imgctl.yaml: config file is empty"], id="blank-file"),
+    pytest.param("# only a comment\n", ["imgctl.yaml: config file holds no document"], id="comment-only-file"),
+    pytest.param(
+        b"namespace: acme\nimages:\n  - name: caf\xe9\n",
+        ["imgctl.yaml:3: not valid UTF-8", "save the file as UTF-8"],
+        id="not-utf8",
+    ),
+    pytest.param("- name: app\n  context: app\n", ["the config must be a mapping"], id="top-level-list"),
+    pytest.param("just a string\n", ["the config must be a mapping"], id="top-level-scalar"),
+    pytest.param(
+        "namspace: acme\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:1:1: namspace: unknown key 'namspace'; did you mean 'namespace'?"],
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    contxt: app\n",
+        ["imgctl.yaml:4:5: images[0].contxt: unknown key 'contxt'; did you mean 'context'?"],
+        id="unknown-image-key",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    tags:\n      - {tag: x, floating: true, flaoting: 1}\n",
+        ["imgctl.yaml:6:34: images[0].tags[0].flaoting: unknown key 'flaoting'; did you mean 'floating'?"],
+        id="unknown-tagspec-key",
+    ),
+    pytest.param("namespace: acme\n", ["images: required key is missing"], id="missing-images"),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n  - context: app\n    tags: [x]\n",
+        ["imgctl.yaml:5:5: images[1].name: required key is missing"],
+        id="image-without-name",
+    ),
+    pytest.param(
+        "namespace: acme\nimages: []\n",
+        ["imgctl.yaml:2:9: images: List should have at least 1 item"],
+        id="empty-images",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n  - name: MyApp\n    context: app\n",
+        ["imgctl.yaml:5:11: images[1].name: 'MyApp' is not a valid repository name"],
+        id="uppercase-image-name",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: "app\\n"\n    context: app\n',
+        ["imgctl.yaml:3:11: images[0].name: 'app\\n' is not a valid repository name"],
+        id="image-name-with-trailing-newline",
+    ),
+    pytest.param(
+        f"namespace: acme\nimages:\n  - name: app\n    context: app\n    tags:\n      - latest\n      - {LONG_TAG}\n",
+        [f"imgctl.yaml:7:9: images[0].tags[1]: '{LONG_TAG}' is not a valid Docker tag"],
+        id="tag-too-long",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: app\n    context: app\n  - name: web\n    context: app\n    tags: ["v1+beta"]\n',
+        ["imgctl.yaml:7:12: images[1].tags[0]: 'v1+beta' is not a valid Docker tag"],
+        id="tag-bad-characters",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [latest, ".hidden", "café"]\n',
+        ["images[0].tags[1]: '.hidden' is not a valid Docker tag", "images[0].tags[2]: 'café' is not a valid Docker tag"],
+        id="tag-leading-dot-and-non-ascii",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: ["v {version}"]\n',
+        ["imgctl.yaml:5:12: images[0].tags[0]: 'v {version}' is not a valid Docker tag"],
+        id="templated-tag-bad-literal",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [latest, "{vers}"]\n',
+        ["imgctl.yaml:5:20: images[0].tags[1]: unknown variable {vers}", "known variables: version"],
+        id="unknown-variable-in-tag",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    build_args:\n"
+        '      BASE: "{registry}/{nmspace}/base"\n',
+        ["imgctl.yaml:6:13: images[0].build_args.BASE: unknown variable {nmspace}"],
+        id="unknown-variable-in-build-arg",
+    ),
+    pytest.param(
+        'namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: ["{version"]\n',
+        ["imgctl.yaml:5:12: images[0].tags[0]: malformed template '{version'"],
+        id="malformed-template",
+    ),
+    pytest.param(
+        'nightly_tags: [nightly, "{when}"]\nnamespace: acme\nimages:\n  - name: app\n    context: app\n',
+        ["imgctl.yaml:1:25: nightly_tags[1]: unknown variable {when}"],
+        id="unknown-variable-in-nightly-tag",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n  - name: app\n    context: base\n",
+        ["imgctl.yaml:5:11: images[1].name: duplicate image name 'app'"],
+        id="duplicate-image-names",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    depends_on: [base, db]\n"
+        "  - name: base\n    context: base\n",
+        ["imgctl.yaml:5:24: images[0].depends_on[1]: unknown image 'db'; images: app, base"],
+        id="unknown-depends-on",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: a\n    context: app\n    depends_on: [b]\n"
+        "  - name: b\n    context: app\n    depends_on: [a]\n",
+        ["imgctl.yaml:5:5: images[0].depends_on: dependency cycle: a -> b -> a"],
+        id="dependency-cycle",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: nope\n",
+        ["imgctl.yaml:4:14: images[0].context: context folder 'nope' does not exist"],
+        id="context-missing",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: notes.txt\n",
+        ["imgctl.yaml:4:14: images[0].context: context 'notes.txt' is a file; it must be a folder"],
+        id="context-is-a-file",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    dockerfile: Dockerfile.prod\n",
+        ["imgctl.yaml:5:17: images[0].dockerfile: Dockerfile 'Dockerfile.prod' not found in context 'app'"],
+        id="dockerfile-missing",
+    ),
+    pytest.param(
+        "namespace: acme\npassword: hunter2\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:2:1: password: secrets never go in the config file", "auth.password_env"],
+        id="password-top-level",
+    ),
+    pytest.param(
+        "namespace: acme\nauth:\n  username_env: HUB_USER\n  password: hunter2\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:4:3: auth.password: secrets never go in the config file", "auth.password_env"],
+        id="password-under-auth",
+    ),
+    pytest.param(
+        "namespace: acme\nauth:\n  password_env: ghp_abc-123\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:3:17: auth.password_env: must be the NAME of an environment variable"],
+        id="password-env-not-a-name",
+    ),
+    pytest.param(
+        "registry: https://ghcr.io\nnamespace: acme\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:1:11: registry: 'https://ghcr.io' is not a registry host[:port] (no scheme, no path)"],
+        id="registry-with-scheme",
+    ),
+    pytest.param(
+        "registries:\n  - url: ghcr.io/acme\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:2:10: registries[0].url: 'ghcr.io/acme' is not a registry host[:port]"],
+        id="registry-with-path",
+    ),
+    pytest.param(
+        "images:\n  - name: app\n    context: app\n",
+        ["registry: Docker Hub needs a `namespace`"],
+        id="docker-hub-without-namespace",
+    ),
+    pytest.param(
+        "registries:\n  - url: ghcr.io\n    namespace: acme\n  - url: docker.io\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:4:5: registries[1]: Docker Hub needs a `namespace`"],
+        id="docker-hub-without-namespace-in-registries",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    build_args:\n      PYTHON: 1.10\n",
+        ["imgctl.yaml:6:15: images[0].build_args.PYTHON: a number with a decimal point loses digits", "in quotes"],
+        id="float-build-arg",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [1.10]\n",
+        ["imgctl.yaml:5:12: images[0].tags[0]: a number with a decimal point loses digits"],
+        id="float-tag",
+    ),
+    pytest.param(
+        "registry: ghcr.io\nregistries:\n  - url: ghcr.io\n    namespace: acme\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:2:1: registries: use either `registries:` or `registry`/`namespace`/`auth`, not both"],
+        id="registries-with-registry",
+    ),
+    pytest.param(
+        "registries:\n  - name: ghcr\n    url: ghcr.io\n    namespace: acme\nimages:\n  - name: app\n    context: app\n"
+        "    registries: [ghcr, quay]\n",
+        ["imgctl.yaml:8:24: images[0].registries[1]: unknown registry 'quay'; registries: ghcr"],
+        id="unknown-image-registry",
+    ),
+    pytest.param(
+        "namespace: acme\n? [a, b]\n: value\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:2:3: YAML syntax error: a key must be a plain value"],
+        id="list-as-key",
+    ),
+    pytest.param(
+        "namespace: acme\n1: one\nimages:\n  - name: app\n    context: app\n",
+        ["imgctl.yaml:2:1: 1: Keys should be strings"],
+        id="number-as-key",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n---\nnamespace: other\n",
+        ["imgctl.yaml:5:1: YAML syntax error"],
+        id="two-documents",
+    ),
+]
+
+
+def test_self_dependency_is_reported_once(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "namespace: acme\nimages:\n  - name: app\n    context: app\n    depends_on: [app]\n"
+    code, _, err = validate(project, text, capsys)
+    assert code == 2
+    assert "(1 problem)" in err
+    assert "imgctl.yaml:5:18: images[0].depends_on[0]: an image cannot depend on itself" in err
+
+
+@pytest.mark.parametrize(("text", "fragments"), BROKEN)
+def test_broken_config_is_refused_with_exit_2(
+    project: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, fragments: list[str]
+) -> None:
+    code, out, err = validate(project, text, capsys)
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    assert "unexpected error" not in err
+    assert out == ""
+    assert err.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_every_problem_is_reported_at_once(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [latest, 'a b', '{nope}']\n"
+        "  - name: Web\n    context: app\n    build_args: {V: 1.5}\n"
+    )
+    code, _, err = validate(project, text, capsys)
+    assert code == 2
+    assert "(4 problems)" in err
+    for where in ("images[0].tags[1]", "images[0].tags[2]", "images[1].name", "images[1].build_args.V"):
+        assert f"{where}: " in err
+
+
+def test_one_error_per_bad_tag_entry(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A tag is a string or a {tag, floating} mapping: a bad one gets the error of its own shape only.
+    text = "namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [[x], {tag: x, floating: maybe}]\n"
+    code, _, err = validate(project, text, capsys)
+    assert code == 2
+    assert "(2 problems)" in err
+    assert "images[0].tags[0]: Input should be a valid string" in err
+    assert "images[0].tags[1].floating: Input should be a valid boolean" in err
+    assert "TagSpec" not in err
+
+
+def test_secret_value_is_never_echoed(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "namespace: acme\nauth:\n  token: s3cr3t-Value\nimages:\n  - name: app\n    context: app\n"
+    code, out, err = validate(project, text, capsys)
+    assert code == 2
+    assert "auth.token: secrets never go in the config file" in err
+    assert "s3cr3t-Value" not in out + err
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["validate", "-c", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2
+    assert "config file not found" in err and "nope.yaml" in err
+
+
+def test_config_path_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["validate", "-c", str(tmp_path)], capsys)
+    assert code == 2
+    assert "is a directory" in err
+
+
+def test_valid_config_passes(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = validate(project, VALID, capsys)
+    assert (code, err) == (0, "")
+    assert "valid (2 images)" in out
+
+
+def test_valid_config_loads_with_defaults(project: Path) -> None:
+    path = project / "imgctl.yaml"
+    path.write_text(VALID)
+    loaded = load_config(path)
+    config = loaded.config
+    assert loaded.base_dir == project.resolve()
+    assert [i.name for i in config.images] == ["base", "app"]
+    assert config.images[0].tags == ["{version}"]
+    assert config.nightly_tags == ["nightly", "nightly-{date}"]
+    assert config.images[1].tags[3].floating is True
+    [target] = config.targets()
+    assert (target.url, target.namespace, target.auth.password_env) == ("ghcr.io", "acme", "DOCKERHUB_TOKEN")
+
+
+def test_scalars_become_strings(project: Path) -> None:
+    path = project / "imgctl.yaml"
+    path.write_text(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    tags: [2024]\n"
+        "    build_args: {DEBUG: true, PORT: 8080}\n"
+    )
+    image = load_config(path).config.images[0]
+    assert image.tags == ["2024"]
+    assert image.build_args == {"DEBUG": "true", "PORT": "8080"}
+
+
+def test_real_entry_point_valid_and_invalid(project: Path) -> None:
+    (project / "imgctl.yaml").write_text(VALID)
+    done = run_module(["validate", "-c", "imgctl.yaml"], project)
+    assert done.returncode == 0, done.stderr
+    assert "valid (2 images)" in done.stdout
+
+    (project / "bad.yaml").write_text("namespace: acme\nimages:\n  - name: app\n    tags: [latest}\n")
+    done = run_module(["validate", "-c", "bad.yaml"], project)
+    assert done.returncode == 2
+    assert "bad.yaml:4:18: YAML syntax error" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_deeply_nested_yaml_is_refused_quickly(project: Path) -> None:
+    depth = 10_000
+    (project / "deep.yaml").write_text("namespace: acme\nimages: " + "[" * depth + "]" * depth + "\n")
+    started = time.monotonic()
+    done = run_module(["validate", "-c", "deep.yaml"], project)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "deep.yaml:2:" in done.stderr and "nested" in done.stderr
+    assert elapsed < 5
+
+
+def test_deeply_nested_block_yaml_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "images:\n" + "".join("  " * level + "-\n" for level in range(1, 3000))
+    code, _, err = validate(project, text, capsys)
+    assert code == 2
+    assert "nested" in err
+
+
+def test_alias_bomb_is_refused_quickly(project: Path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 10):
+        prev, cur = chr(ord("a") + level - 1), chr(ord("a") + level)
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines.append("images: *j")
+    (project / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    done = run_module(["validate", "-c", "bomb.yaml"], project)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "expands to more than" in done.stderr
+    assert elapsed < 5
+
+
+def test_self_referencing_alias_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = validate(project, "namespace: acme\nimages: &loop [*loop]\n", capsys)
+    assert code == 2
+    assert "expands to more than" in err
+
+
+def test_schema_prints_json_schema(project: Path) -> None:
+    done = run_module(["schema"], project)
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout)
+    assert schema["type"] == "object"
+    assert "images" in schema["required"]
+    assert {"registry", "namespace", "auth", "registries", "images", "nightly_tags"} <= set(schema["properties"])
+
+
+# --- discovery: -c, then $IMGCTL_CONFIG, then ./imgctl.yaml, then ./config/imgctl.yaml -------------------
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> Path:
+    (tmp_path / "config").mkdir()
+    for path in ("explicit.yaml", "from-env.yaml", "imgctl.yaml", "config/imgctl.yaml"):
+        (tmp_path / path).write_text("x: 1\n")
+    return tmp_path
+
+
+def test_find_config_explicit_wins(places: Path) -> None:
+    found = find_config(Path("explicit.yaml"), cwd=places, environ={"IMGCTL_CONFIG": "from-env.yaml"})
+    assert found == Path("explicit.yaml")
+
+
+def test_find_config_environment_before_files(places: Path) -> None:
+    assert find_config(None, cwd=places, environ={"IMGCTL_CONFIG": "from-env.yaml"}) == Path("from-env.yaml")
+
+
+def test_find_config_empty_environment_value_is_ignored(places: Path) -> None:
+    assert find_config(None, cwd=places, environ={"IMGCTL_CONFIG": ""}) == places / "imgctl.yaml"
+
+
+def test_find_config_imgctl_yaml_before_config_folder(places: Path) -> None:
+    assert find_config(None, cwd=places, environ={}) == places / "imgctl.yaml"
+
+
+def test_find_config_config_folder(places: Path) -> None:
+    (places / "imgctl.yaml").unlink()
+    assert find_config(None, cwd=places, environ={}) == places / "config" / "imgctl.yaml"
+
+
+def test_find_config_a_folder_named_imgctl_yaml_is_skipped(places: Path) -> None:
+    (places / "imgctl.yaml").unlink()
+    (places / "imgctl.yaml").mkdir()
+    assert find_config(None, cwd=places, environ={}) == places / "config" / "imgctl.yaml"
+
+
+def test_find_config_none(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        find_config(None, cwd=tmp_path, environ={})
+    assert "no config file found" in raised.value.message
+    assert "-c FILE" in raised.value.hint and "$IMGCTL_CONFIG" in raised.value.hint
+
+
+def _discovery_project(root: Path, where: str, image: str) -> None:
+    folder = (root / where).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ctx").mkdir(exist_ok=True)
+    (folder / "ctx" / "Dockerfile").write_text("FROM alpine\n")
+    (root / where).write_text(f"namespace: acme\nimages:\n  - name: {image}\n    context: ctx\n")
+
+
+def test_cli_discovery_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IMGCTL_CONFIG", raising=False)
+
+    code, _, err = run_main(["validate"], capsys)
+    assert code == 2
+    assert "no config file found" in err and "hint: Pass -c FILE" in err
+
+    _discovery_project(tmp_path, "config/imgctl.yaml", "one")
+    code, out, _ = run_main(["validate"], capsys)
+    assert (code, out.split(":")[0]) == (0, str(tmp_path / "config" / "imgctl.yaml"))
+
+    _discovery_project(tmp_path, "imgctl.yaml", "two")
+    code, out, _ = run_main(["validate"], capsys)
+    assert (code, out.split(":")[0]) == (0, str(tmp_path / "imgctl.yaml"))
+
+    _discovery_project(tmp_path, "env/imgctl.yaml", "three")
+    monkeypatch.setenv("IMGCTL_CONFIG", str(tmp_path / "env" / "imgctl.yaml"))
+    code, out, _ = run_main(["validate"], capsys)
+    assert (code, out.split(":")[0]) == (0, str(tmp_path / "env" / "imgctl.yaml"))
+
+    _discovery_project(tmp_path, "flag/imgctl.yaml", "four")
+    code, out, _ = run_main(["validate", "-c", str(tmp_path / "flag" / "imgctl.yaml")], capsys)
+    assert (code, out.split(":")[0]) == (0, str(tmp_path / "flag" / "imgctl.yaml"))
+
+
+def test_cli_environment_naming_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _discovery_project(tmp_path, "imgctl.yaml", "app")
+    monkeypatch.setenv("IMGCTL_CONFIG", str(tmp_path / "gone.yaml"))
+    code, _, err = run_main(["validate"], capsys)
+    assert code == 2
+    assert "config file not found" in err and "gone.yaml" in err
