@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from imgctl.auth import Credentials, from_environment, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
 from imgctl.engine import Engine
+from imgctl.errors import UsageError
 from imgctl.events import Event
 from imgctl.facts import gather
-from imgctl.plan import Options, Plan, make_plan
+from imgctl.lock import run_lock
+from imgctl.plan import Options, Plan, Target, make_plan
 from imgctl.retry import RetryPolicy
 from imgctl.run import Release, ReleaseResult
-from imgctl.lock import run_lock
-from collections.abc import Callable
+
+__all__ = ["Engine", "load", "plan", "release", "login", "secret_build_args", "private_docker_config"]
+
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|(?:^|_)KEY(?:$|_)|CREDENTIAL|PRIVATE", re.I)
 
 
 def load(config: Path | None) -> LoadedConfig:
@@ -24,6 +37,17 @@ def plan(loaded: LoadedConfig, *, version: str | None, options: Options) -> Plan
     return make_plan(loaded, facts, options)
 
 
+def secret_build_args(the_plan: Plan) -> list[str]:
+    """Warnings for build args whose names look like secrets: their values stay in `docker history`."""
+    return [
+        f"{image.name}: build arg {name} looks like a secret; its value stays visible in `docker history` "
+        "of the pushed image (use a build secret or a runtime variable instead)"
+        for image in the_plan.images
+        for name in image.build_args
+        if _SECRET_NAME.search(name)
+    ]
+
+
 def release(
     the_plan: Plan,
     emit: Callable[[Event], None],
@@ -31,10 +55,64 @@ def release(
     jobs: int | None = None,
     fail_fast: bool = False,
     lock_timeout: float = 0.0,
+    grace_seconds: float = 60.0,
     engine: Engine | None = None,
     policy: RetryPolicy | None = None,
+    cancelled: threading.Event | None = None,
 ) -> ReleaseResult:
     assert the_plan.config_path is not None
     with run_lock(the_plan.config_path, timeout=lock_timeout):
-        runner = Release(the_plan, engine or Engine(), emit, jobs=jobs, fail_fast=fail_fast, policy=policy)
+        runner = Release(
+            the_plan, engine or Engine(), emit, jobs=jobs, fail_fast=fail_fast, policy=policy,
+            grace_seconds=grace_seconds, cancelled=cancelled,
+        )
         return runner.run()
+
+
+def login(
+    loaded: LoadedConfig, *, registry: str | None = None, username: str | None = None, password: str | None = None,
+    engine: Engine | None = None,
+) -> list[tuple[Target, Credentials | None]]:
+    """Check the credentials of every configured registry (or one) with a real login; build nothing."""
+    from imgctl.plan import targets_of
+
+    targets = targets_of(loaded.config)
+    if registry is not None:
+        targets = tuple(t for t in targets if registry in (t.key, t.host))
+        if not targets:
+            raise UsageError(f"--registry {registry}: no such registry in the config")
+    if password is not None and len(targets) > 1:
+        raise UsageError("--password-stdin needs --registry when the config has several registries")
+    engine = engine or Engine()
+    engine.connect()
+    checked: list[tuple[Target, Credentials | None]] = []
+    for target in targets:
+        if password is not None:
+            remember_secret(password)
+            user = username or (os.environ.get(target.username_env, "") if target.username_env else "")
+            if not user:
+                raise UsageError("--password-stdin needs a username: pass --username or set " + (target.username_env or "it"))
+            creds: Credentials | None = Credentials(user, password, "standard input")
+        else:
+            creds = from_environment(target.host, target.username_env, target.password_env) or engine.config_credentials(target.host)
+        if creds is not None:
+            engine.login(target.host, creds)
+        checked.append((target, creds))
+    return checked
+
+
+@contextmanager
+def private_docker_config() -> Iterator[Path]:
+    """Run with an empty, temporary docker config: no stored credentials, no credential helpers."""
+    folder = Path(tempfile.mkdtemp(prefix="imgctl-docker-config-"))
+    (folder / "config.json").write_text(json.dumps({}))
+    previous = os.environ.get("DOCKER_CONFIG")
+    os.environ["DOCKER_CONFIG"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_CONFIG", None)
+        else:
+            os.environ["DOCKER_CONFIG"] = previous
+        shutil.rmtree(folder, ignore_errors=True)

@@ -117,29 +117,89 @@ def release(
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Images in flight at once [default: CPU count, at least 2].")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Turn warnings (e.g. secret-looking build args) into errors.")] = False,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run of this config.")] = 0.0,
     push_timeout: Annotated[float, typer.Option("--push-timeout", min=1, help="Seconds a push may go silent before it is cancelled and retried.")] = 300.0,
+    stop_timeout: Annotated[float, typer.Option("--stop-timeout", min=0, help="On SIGINT/SIGTERM, seconds running pushes get to finish.")] = 60.0,
+    private_docker_config: Annotated[bool, typer.Option("--private-docker-config", help="Use an empty temporary docker config (ignore ~/.docker).")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write what was released, per image, registry and tag, as JSON.")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto, plain or json (one event per line on stdout).")] = Output.auto,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
 ) -> None:
     """Build, tag, push and verify every image of the config, in dependency order."""
+    import contextlib
+
     from imgctl import api
+    from imgctl.errors import UsageError
+    from imgctl.events import Warning as WarningEvent
     from imgctl.render.plan import plan_text
 
     loaded = api.load(config)
     options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded)
     resolved = api.plan(loaded, version=version, options=options)  # type: ignore[arg-type]
+    warnings = api.secret_build_args(resolved)
+    if strict and warnings:
+        raise UsageError(warnings[0] + (f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""),
+                         hint="--strict refuses this; rename the build arg or drop --strict.")
     if dry_run:
         typer.echo(plan_text(resolved))
         return
     emit, finish = _renderer(output, quiet=quiet, verbose=verbose)
-    result = api.release(
-        resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout,
-        engine=api.Engine(push_timeout=push_timeout),
-    )
+    for message in warnings:
+        emit(WarningEvent(message=message))
+    cancelled = _cancel_on_signals()
+    with api.private_docker_config() if private_docker_config else contextlib.nullcontext():
+        result = api.release(
+            resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout, grace_seconds=stop_timeout,
+            engine=api.Engine(push_timeout=push_timeout), cancelled=cancelled,
+        )
     finish(result)
+    if report is not None:
+        from imgctl.render.summary import report_dict
+
+        report.write_text(json.dumps(report_dict(result, resolved), indent=2) + "\n")
     raise typer.Exit(result.exit_code)
+
+
+def _cancel_on_signals():  # type: ignore[no-untyped-def]
+    """SIGINT/SIGTERM: the first asks the release to stop cleanly, the second stops at once."""
+    import signal
+    import threading
+
+    cancelled = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if cancelled.is_set():
+            raise KeyboardInterrupt
+        cancelled.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return cancelled
+
+
+@app.command()
+def login(
+    config: ConfigOption = None,
+    registry: Annotated[Optional[str], typer.Option("--registry", help="Only this registry (its name or host).")] = None,
+    username: Annotated[Optional[str], typer.Option("-u", "--username", help="With --password-stdin: the user.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password or token from standard input.")] = False,
+) -> None:
+    """Check the credentials for each configured registry with a real login; builds nothing, stores nothing."""
+    from imgctl import api
+
+    loaded = api.load(config)
+    password = sys.stdin.read().rstrip("\r\n") if password_stdin else None
+    if password_stdin and not password:
+        from imgctl.errors import UsageError
+
+        raise UsageError("--password-stdin: standard input was empty")
+    for target, creds in api.login(loaded, registry=registry, username=username, password=password):
+        if creds is None:
+            typer.echo(f"{target.host}: no credentials (set {target.username_env}/{target.password_env}, or `docker login`); anonymous")
+        else:
+            typer.echo(f"{target.host}: logged in as {creds.username} (credentials from {creds.source})")
 
 
 def _renderer(output: Output, *, quiet: bool, verbose: bool):  # type: ignore[no-untyped-def]

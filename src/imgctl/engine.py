@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import docker.errors
 import requests
 
 from imgctl.auth import Credentials
+from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
 from imgctl.events import (
     BuildDone, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
@@ -25,6 +27,9 @@ from imgctl.retry import classify_text, is_auth_text
 
 Emit = Callable[[Event], None]
 
+# docker-py also prints a Python warning for a missing credential helper; imgctl reports it itself.
+warnings.filterwarnings("ignore", message=r"docker-credential-.* not installed", category=UserWarning)
+
 try:  # docker-py vendors its credential-helper client here
     from docker.credentials.errors import StoreError
 except ImportError:  # pragma: no cover
@@ -34,7 +39,7 @@ except ImportError:  # pragma: no cover
 class CredentialStoreError(ImgctlError):
     hint = (
         "Your docker config names a credential helper (credsStore/credHelpers) that is not installed. "
-        "Install it, remove that entry from ~/.docker/config.json, or run with --docker-config DIR."
+        "Install it, remove that entry from ~/.docker/config.json, or run with --private-docker-config."
     )
 
 
@@ -76,6 +81,20 @@ class Engine:
             return str(api.version().get("Version", "?"))
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise _unavailable(exc) from None
+
+    def check_docker_config(self) -> None:
+        """Fail early and clearly if the docker config names a credential helper that is missing.
+
+        docker-py consults every helper on each build and push, and raises StoreError from deep inside.
+        """
+        from docker import auth as docker_auth
+
+        try:
+            docker_auth.load_config().get_all_credentials()
+        except StoreError as exc:
+            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
+        except docker.errors.DockerException:
+            pass
 
     def build(self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build."""
@@ -177,12 +196,26 @@ class Engine:
         emit(PushDone(image=image, reference=tag.reference, digest=digest, size=size))
         return digest, size
 
-    def image_size(self, image_id: str) -> int | None:
+    def inspect(self, image_id: str) -> dict[str, Any]:
         try:
-            size = self._api("control").inspect_image(image_id).get("Size")
+            found = self._api("control").inspect_image(image_id)
         except (docker.errors.DockerException, requests.RequestException):
-            return None
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def image_size(self, image_id: str) -> int | None:
+        size = self.inspect(image_id).get("Size")
         return size if isinstance(size, int) else None
+
+    def pushed_digests(self, image_id: str, repository: str) -> set[str]:
+        """Manifest digests this very image was pushed as to `repository` (the engine's RepoDigests)."""
+        wanted = split_reference(repository)
+        found = set()
+        for entry in self.inspect(image_id).get("RepoDigests") or []:
+            name, _, digest = str(entry).partition("@")
+            if digest and split_reference(name) == wanted:
+                found.add(digest)
+        return found
 
 
 def _records(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:

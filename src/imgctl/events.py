@@ -93,6 +93,14 @@ class Verified(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Unchanged(Event):
+    """The registry already holds this image under this tag: nothing to push."""
+
+    reference: str
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Retrying(Event):
     action: str
     attempt: int

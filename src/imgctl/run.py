@@ -22,6 +22,7 @@ from imgctl.errors import (
 )
 from imgctl.events import (
     Event, FloatingHeld, ImageDone, ImageFailed, ImageSkipped, ImageStarted, LoggedIn, Retrying, Tagged, Verified,
+    Unchanged, Warning,
 )
 from imgctl.plan import Plan, PlannedImage, PlannedTag, Target
 from imgctl.registry import RegistryClient
@@ -39,7 +40,7 @@ class TagResult:
     reference: str
     target: str
     floating: bool
-    status: str = "pending"  # pushed | built | held | failed | pending
+    status: str = "pending"  # pushed | unchanged | built | held | failed | pending
     digest: str | None = None
     verified: bool = False
     error: str | None = None
@@ -48,7 +49,7 @@ class TagResult:
 @dataclass
 class ImageResult:
     name: str
-    status: str = "pending"  # released | built | failed | skipped | pending
+    status: str = "pending"  # released | built | failed | skipped | interrupted | pending
     image_id: str | None = None
     size: int | None = None
     seconds: float = 0.0
@@ -91,6 +92,7 @@ class Release:
         policy: RetryPolicy | None = None,
         grace_seconds: float = 60.0,
         environ: dict[str, str] | None = None,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.plan = plan
         self.engine = engine
@@ -99,7 +101,7 @@ class Release:
         self.policy = policy or RetryPolicy()
         self.grace_seconds = grace_seconds
         self.environ = environ
-        self.cancelled = threading.Event()
+        self.cancelled = cancelled or threading.Event()
         self._emit_lock = threading.Lock()
         self._emit = emit
         self._creds: dict[str, Credentials | None] = {}
@@ -121,14 +123,18 @@ class Release:
 
     def run(self) -> ReleaseResult:
         self.engine.connect()
+        self.engine.check_docker_config()
         result = ReleaseResult(images=[self.results[i.name] for i in self.plan.images])
         if self.plan.options.push:
             self._authenticate()
         try:
             self._run_graph()
-        except KeyboardInterrupt:
-            result.interrupted = True
-        result.interrupted = result.interrupted or self.cancelled.is_set()
+        except KeyboardInterrupt:  # a second interrupt: stop waiting at once
+            self.cancelled.set()
+            for image in result.images:
+                if image.status == "pending":
+                    image.status, image.error = "skipped", "release interrupted"
+        result.interrupted = self.cancelled.is_set()
         result.floating = self._finish_floating(result)
         result.retries = self.policy.used
         return result
@@ -154,65 +160,58 @@ class Release:
             self._registries[target.key] = RegistryClient(target.host, creds)
 
     def _run_graph(self) -> None:
+        """Start each image once its dependencies are pushed, `jobs` at a time.
+
+        On cancellation (SIGINT/SIGTERM set `cancelled`), start nothing new and give running
+        images `grace_seconds` to finish before giving up on them.
+        """
         waiting = [image.name for image in self.plan.images]
         state: dict[str, str] = {}
         finished: queue.Queue[tuple[str, bool]] = queue.Queue()
-        running = 0
+        running: set[str] = set()
         stop_reason: str | None = None
+        deadline: float | None = None
         while True:
-            for name in list(waiting):
+            for name in list(waiting) if stop_reason is None else ():
                 broken = [d for d in self.plan.image(name).depends_on if state.get(d) in ("failed", "skipped")]
                 if broken:
                     waiting.remove(name)
                     state[name] = "skipped"
                     self._skip(name, f"dependency {broken[0]} {state[broken[0]]}")
-            if self.cancelled.is_set():
-                stop_reason = "release interrupted"
+            if self.cancelled.is_set() and deadline is None:
+                stop_reason, deadline = "release interrupted", time.monotonic() + self.grace_seconds
+                if running:
+                    self.emit(Warning(message=(
+                        f"interrupted: starting nothing new; waiting up to {self.grace_seconds:.0f}s for "
+                        f"{', '.join(sorted(running))} (interrupt again to stop now)"
+                    )))
             if stop_reason is None:
                 for name in list(waiting):
-                    if running >= self.jobs:
+                    if len(running) >= self.jobs:
                         break
                     if all(state.get(d) == "done" for d in self.plan.image(name).depends_on):
                         waiting.remove(name)
                         state[name] = "running"
-                        running += 1
+                        running.add(name)
                         threading.Thread(
                             target=self._worker, args=(self.plan.image(name), finished), name=f"imgctl-{name}", daemon=True
                         ).start()
-            if running == 0:
+            if not running:
                 break
-            try:
-                name, ok = self._next_finished(finished)
-            except KeyboardInterrupt:
-                self.cancelled.set()
-                self._drain(finished, running, state)
-                running = 0
+            if deadline is not None and time.monotonic() > deadline:
+                for name in sorted(running):
+                    self._fail(name, "interrupted", "still running when the grace period ended")
+                break
+            try:  # a timeout keeps the loop responsive to cancellation
+                name, ok = finished.get(timeout=0.2)
+            except queue.Empty:
                 continue
-            running -= 1
+            running.discard(name)
             state[name] = "done" if ok else "failed"
             if not ok and self.fail_fast:
                 stop_reason = "--fail-fast: an image failed"
         for name in waiting:
             self._skip(name, stop_reason or "not started")
-
-    @staticmethod
-    def _next_finished(finished: queue.Queue[tuple[str, bool]]) -> tuple[str, bool]:
-        while True:  # a timeout keeps the main thread responsive to Ctrl-C
-            try:
-                return finished.get(timeout=0.2)
-            except queue.Empty:
-                continue
-
-    def _drain(self, finished: queue.Queue[tuple[str, bool]], running: int, state: dict[str, str]) -> None:
-        """After an interrupt: give running work a bounded time to finish, starting nothing new."""
-        deadline = time.monotonic() + self.grace_seconds
-        while running and time.monotonic() < deadline:
-            try:
-                name, ok = finished.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            running -= 1
-            state[name] = "done" if ok else "failed"
 
     def _skip(self, name: str, reason: str) -> None:
         result = self.results[name]
@@ -258,7 +257,9 @@ class Release:
             failed = []
             for tag in image.immutable_tags:
                 if self.cancelled.is_set():
-                    return self._fail(image.name, "push", "interrupted before every tag was pushed")
+                    result.status, result.error = "interrupted", "release interrupted before its push"
+                    self.emit(ImageSkipped(image=image.name, reason=result.error))
+                    return False
                 if not self._push_tag(image, tag):
                     failed.append(result.tag(tag.reference).error or f"push of {tag.reference} failed")
             if failed:
@@ -270,9 +271,21 @@ class Release:
 
     def _push_tag(self, image: PlannedImage, tag: PlannedTag) -> bool:
         """Push one tag (retrying transient faults), then confirm its digest with the registry."""
-        tag_result = self.results[image.name].tag(tag.reference)
+        result = self.results[image.name]
+        tag_result = result.tag(tag.reference)
         creds = self._creds.get(tag.target)
+        registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
         try:
+            current = call_with_retries(
+                lambda: registry.manifest_digest(tag.api_path, tag.tag),
+                policy=self.policy,
+                on_retry=self._retry_reporter(image.name, f"check {tag.reference}"),
+            )
+            if current and result.image_id and current in self.engine.pushed_digests(result.image_id, tag.repository):
+                # A re-run: the registry already holds this very image under this tag.
+                tag_result.status, tag_result.digest, tag_result.verified = "unchanged", current, True
+                self.emit(Unchanged(image=image.name, reference=tag.reference, digest=current))
+                return True
             digest, _size = call_with_retries(
                 lambda: self.engine.push(image.name, tag, creds, self.emit),
                 policy=self.policy,
@@ -280,7 +293,6 @@ class Release:
                 cancelled=self.cancelled.is_set,
             )
             tag_result.digest = digest
-            registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
             found = call_with_retries(
                 lambda: registry.manifest_digest(tag.api_path, tag.tag),
                 policy=self.policy,

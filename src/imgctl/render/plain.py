@@ -66,6 +66,8 @@ class PlainRenderer:
             return self._layer(event)
         if isinstance(event, ev.PushDone):
             return f"pushed {event.reference} {event.digest}"
+        if isinstance(event, ev.Unchanged):
+            return f"unchanged {event.reference} (the registry already holds {event.digest[:19]})"
         if isinstance(event, ev.Verified):
             return f"verified {event.reference} in the registry" if self.verbosity > 0 else None
         if isinstance(event, ev.ImageSkipped):

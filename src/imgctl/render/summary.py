@@ -4,8 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from imgctl.plan import Plan
 from imgctl.render.plain import human_bytes
 from imgctl.run import ReleaseResult
+
+REPORT_SCHEMA = "imgctl.report/v1"
+
+
+def report_dict(result: ReleaseResult, plan: Plan) -> dict[str, Any]:
+    """The `--report` document: exactly what was pushed, per image, registry and tag."""
+    return {
+        "schema": REPORT_SCHEMA,
+        "ok": result.ok,
+        "exit_code": result.exit_code,
+        "interrupted": result.interrupted,
+        "version": plan.version,
+        "nightly": plan.options.nightly,
+        "floating": result.floating,
+        "retries": result.retries,
+        "images": summary_rows(result),
+    }
 
 
 def summary_rows(result: ReleaseResult) -> list[dict[str, Any]]:
@@ -35,7 +53,8 @@ def summary_text(result: ReleaseResult) -> str:
     for row in summary_rows(result):
         lines.append(f"{row['image']}: {row['result'].upper()}  digest {row['digest']}  size {row['size']}  {row['seconds']}s")
         for tag in row["tags"]:
-            mark = {"pushed": "ok", "built": "built", "held": "held back", "failed": "FAILED"}.get(tag["status"], tag["status"])
+            mark = {"pushed": "ok", "unchanged": "unchanged", "built": "built", "held": "held back", "failed": "FAILED",
+                    "pending": "not pushed"}.get(tag["status"], tag["status"])
             lines.append(f"    {tag['reference']}  [{mark}]")
         if row["error"] and row["result"] in ("failed", "skipped"):
             lines.append(f"    reason: {row['error']}")
