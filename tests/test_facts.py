@@ -194,9 +194,11 @@ def test_pull_request_uses_the_head_branch(tmp_path: Path) -> None:
 
 
 def test_source_date_epoch(tmp_path: Path) -> None:
+    """SOURCE_DATE_EPOCH sets the `created` label; `{date}` stays the day of the run."""
     found = gather(tmp_path, version=None, environ={"SOURCE_DATE_EPOCH": "1700000000"})
-    assert found.now == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
-    assert (found.date, found.created) == ("20231114", "2023-11-14T22:13:20Z")
+    assert found.source_time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+    assert found.created == "2023-11-14T22:13:20Z"
+    assert found.date == datetime.now(timezone.utc).strftime("%Y%m%d")
 
 
 def test_date_and_created() -> None:
@@ -218,3 +220,17 @@ def test_date_and_created() -> None:
 ])
 def test_strip_userinfo(url: str, expected: str) -> None:
     assert strip_userinfo(url) == expected
+
+
+def test_created_is_the_commit_time_so_rebuilds_are_identical(repo: Path) -> None:
+    stamp = int(git(repo, "log", "-1", "--format=%ct"))
+    first = gather(repo, version=None, environ={})
+    second = gather(repo, version=None, environ={})
+    assert first.source_time == datetime.fromtimestamp(stamp, timezone.utc)
+    assert first.created == second.created
+
+
+def test_created_is_now_outside_git(tmp_path: Path) -> None:
+    found = gather(tmp_path, version=None, environ={})
+    assert found.source_time is None
+    assert found.created == found.now.strftime("%Y-%m-%dT%H:%M:%SZ")

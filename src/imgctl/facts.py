@@ -62,6 +62,9 @@ class Facts:
     branch: str | None
     source_url: str | None
     now: datetime
+    # When the sources were made: SOURCE_DATE_EPOCH, else the commit time. The `created` label
+    # uses it, so rebuilding an unchanged commit gives the very same image (and digest).
+    source_time: datetime | None = None
 
     @property
     def date(self) -> str:
@@ -69,7 +72,7 @@ class Facts:
 
     @property
     def created(self) -> str:
-        return self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (self.source_time or self.now).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -130,7 +133,10 @@ def gather(
         remote = _git(["remote", "get-url", "origin"], where) if sha else None
         source_url = strip_userinfo(remote) if remote else None
 
-    if now is None:
-        epoch = env.get("SOURCE_DATE_EPOCH", "")
-        now = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
-    return Facts(parsed, source, sha, branch, source_url or None, now)
+    epoch = env.get("SOURCE_DATE_EPOCH", "")
+    if not epoch.isdigit() and sha and not env.get("GITHUB_SHA"):
+        epoch = _git(["log", "-1", "--format=%ct"], where) or ""
+    if not epoch.isdigit() and sha:
+        epoch = _git(["log", "-1", "--format=%ct", sha], where) or ""
+    source_time = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else None
+    return Facts(parsed, source, sha, branch, source_url or None, now or datetime.now(timezone.utc), source_time)
