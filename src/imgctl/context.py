@@ -238,11 +238,26 @@ def _walk(root: str, matcher: _Matcher) -> Iterator[tuple[str, str, os.stat_resu
     return visit(root, "", None)
 
 
-def _open(root: str, rel: str, full: str):  # type: ignore[no-untyped-def]
+def _open(root: str, rel: str, full: str) -> int:
     try:
-        return open(full, "rb")
+        return os.open(full, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise BuildFailed(f"cannot read {rel!r} in the build context {root}: {exc.strerror}") from None
+
+
+def _read(fd: int, size: int, root: str, rel: str) -> Iterator[bytes]:
+    """Exactly `size` bytes of an open file, in pieces of at most CHUNK."""
+    try:
+        while size:
+            piece = os.read(fd, min(CHUNK, size))
+            if not piece:
+                raise BuildFailed(f"{rel!r} in the build context {root} shrank while it was being read")
+            size -= len(piece)
+            yield piece
+    except OSError as exc:
+        raise BuildFailed(f"cannot read {rel!r} in the build context {root}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def context_files(context: Path, dockerfile: str) -> list[tuple[str, Path]]:
@@ -254,7 +269,7 @@ def context_files(context: Path, dockerfile: str) -> list[tuple[str, Path]]:
     found = []
     for rel, full, st in _walk(root, matcher):
         if stat.S_ISREG(st.st_mode):
-            _open(root, rel, full).close()
+            os.close(_open(root, rel, full))
         found.append((rel, Path(full)))
     return found
 
@@ -315,20 +330,13 @@ def _tar_chunks(root: str, matcher: _Matcher) -> Iterator[bytes]:
             if st.st_nlink > 1:
                 linked[st.st_dev, st.st_ino] = rel
             buf += _header(rel, mode, st.st_size, mtime, tarfile.REGTYPE)
-            with _open(root, rel, full) as f:
-                remaining = st.st_size
-                while remaining:
-                    try:
-                        piece = f.read(min(CHUNK, remaining))
-                    except OSError as exc:
-                        raise BuildFailed(f"cannot read {rel!r} in the build context {root}: {exc.strerror}") from None
-                    if not piece:
-                        raise BuildFailed(f"{rel!r} in the build context {root} shrank while it was being sent")
-                    remaining -= len(piece)
+            for piece in _read(_open(root, rel, full), st.st_size, root, rel):
+                if len(buf) + len(piece) > CHUNK:  # big pieces go out as they are, not copied
+                    yield bytes(buf)
+                    buf.clear()
+                    yield piece
+                else:
                     buf += piece
-                    if len(buf) >= CHUNK:
-                        yield bytes(buf)
-                        buf.clear()
             buf += bytes(-st.st_size % 512)
         if len(buf) >= CHUNK:
             yield bytes(buf)
@@ -353,9 +361,8 @@ def inputs_digest(
         digest.update(f"\0{kind} {stat.S_IMODE(st.st_mode):o} {rel}\0".encode("utf-8", "surrogateescape"))
         if kind == "f":
             digest.update(b"%d\0" % st.st_size)
-            with _open(root, rel, full) as f:
-                for piece in iter(lambda: f.read(CHUNK), b""):
-                    digest.update(piece)
+            for piece in _read(_open(root, rel, full), st.st_size, root, rel):
+                digest.update(piece)
         elif kind == tarfile.SYMTYPE.decode():
             digest.update(os.fsencode(os.readlink(full)))
         elif kind in ("3", "4"):

@@ -134,8 +134,6 @@ def gather(
         source_url = strip_userinfo(remote) if remote else None
 
     epoch = env.get("SOURCE_DATE_EPOCH", "")
-    if not epoch.isdigit() and sha and not env.get("GITHUB_SHA"):
-        epoch = _git(["log", "-1", "--format=%ct"], where) or ""
     if not epoch.isdigit() and sha:
         epoch = _git(["log", "-1", "--format=%ct", sha], where) or ""
     source_time = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else None

@@ -302,8 +302,9 @@ class GitHubRenderer:
         part = self._parts.get(image)
         if part and not keep_open:
             outcome = f"{outcome}, part {part + 1}"
+        # Build output cannot start a workflow command of its own: the inner renderer prefixes
+        # every line with "image | ", and the runner only reads commands at the start of a line.
         self._write(workflow_command("group", redact(f"{image}: {outcome}")))
-        self.out.flush()
         for event in held:
             self.inner(event)
         self._write("::endgroup::")
