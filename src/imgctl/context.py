@@ -332,8 +332,9 @@ def _tar_chunks(root: str, matcher: _Matcher) -> Iterator[bytes]:
             buf += _header(rel, mode, st.st_size, mtime, tarfile.REGTYPE)
             for piece in _read(_open(root, rel, full), st.st_size, root, rel):
                 if len(buf) + len(piece) > CHUNK:  # big pieces go out as they are, not copied
-                    yield bytes(buf)
-                    buf.clear()
+                    if buf:
+                        yield bytes(buf)
+                        buf.clear()
                     yield piece
                 else:
                     buf += piece

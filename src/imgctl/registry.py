@@ -41,6 +41,14 @@ def _retry_after(response: requests.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
+def _reason(exc: requests.RequestException) -> str:
+    text = str(exc).lower()
+    for known in ("connection refused", "connection reset", "name or service not known", "timed out"):
+        if known in text:
+            return known
+    return "read timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+
+
 class RegistryClient:
     def __init__(self, host: str, creds: Credentials | None, *, timeout: float = 15.0) -> None:
         self.host = host
@@ -71,7 +79,7 @@ class RegistryClient:
                 headers["Authorization"] = self._authorize(response, scope)
                 response = self.session.request(method, url, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise RegistryError(f"cannot reach registry {self.host}: {type(exc).__name__}", transient=True) from None
+            raise RegistryError(f"cannot reach registry {self.host}: {_reason(exc)}", transient=True) from None
         if response.status_code in (401, 403):
             who = f"user {self.creds.username!r}" if self.creds else "anonymous access"
             raise AuthFailed(f"registry {self.host} refused {who} when checking {url.split('/v2/', 1)[1]}")

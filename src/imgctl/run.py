@@ -276,11 +276,7 @@ class Release:
         creds = self._creds.get(tag.target)
         registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
         try:
-            current = call_with_retries(
-                lambda: registry.manifest_digest(tag.api_path, tag.tag),
-                policy=self.policy,
-                on_retry=self._retry_reporter(image.name, f"check {tag.reference}"),
-            )
+            current = self._current_digest(registry, image.name, tag)
             if current and result.image_id and current in self.engine.pushed_digests(result.image_id, tag.repository):
                 # A re-run: the registry already holds this very image under this tag.
                 tag_result.status, tag_result.digest, tag_result.verified = "unchanged", current, True
@@ -315,6 +311,17 @@ class Release:
         tag_result.status, tag_result.verified = "pushed", True
         self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
         return True
+
+    def _current_digest(self, registry: RegistryClient, image: str, tag: PlannedTag) -> str | None:
+        """What the tag points at now; None if unknown. The push itself reports refusals best."""
+        try:
+            return call_with_retries(
+                lambda: registry.manifest_digest(tag.api_path, tag.tag),
+                policy=self.policy,
+                on_retry=self._retry_reporter(image, f"check {tag.reference}"),
+            )
+        except AuthFailed:
+            return None
 
     def _fail(self, name: str, stage: str, message: str, output: tuple[str, ...] = ()) -> bool:
         result = self.results[name]
