@@ -94,6 +94,7 @@ def plan(
     only: OnlyOption = None,
     no_deps: NoDepsOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (schema imgctl.plan/v1).")] = False,
+    matrix: Annotated[bool, typer.Option("--matrix", help="Print a GitHub Actions matrix: one entry per group of images that can build apart.")] = False,
 ) -> None:
     """Show the resolved release without touching the engine."""
     from imgctl import api
@@ -101,6 +102,11 @@ def plan(
 
     loaded = api.load(config)
     resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded))  # type: ignore[arg-type]
+    if matrix:
+        from imgctl.render.plan import plan_matrix
+
+        typer.echo(json.dumps(plan_matrix(resolved)))
+        return
     typer.echo(json.dumps(plan_to_dict(resolved), indent=2) if as_json else plan_text(resolved))
 
 
@@ -180,6 +186,36 @@ def _cancel_on_signals():  # type: ignore[no-untyped-def]
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return cancelled
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="An image of the config, or any local image reference.")],
+    tag: Annotated[str, typer.Option("--tag", help="With a config image name: which tag.")] = "latest",
+    config: ConfigOption = None,
+) -> None:
+    """Show an image's layers: size, and the instruction that created each one."""
+    from imgctl import api
+    from imgctl.units import human_bytes
+
+    reference = name
+    if "/" not in name and ":" not in name:
+        try:
+            loaded = api.load(config)
+        except ImgctlError:
+            loaded = None
+        if loaded and name in {i.name for i in loaded.config.images}:
+            from imgctl.refs import full_repository
+
+            target = loaded.config.targets()[0]
+            reference = f"{full_repository(target.url, target.namespace, name)}:{tag}"
+    layers = api.Engine().history(reference)
+    total = sum(int(layer.get("Size") or 0) for layer in layers)
+    typer.echo(f"{reference}: {len(layers)} layers, {human_bytes(total)}")
+    for layer in layers:
+        created_by = " ".join(str(layer.get("CreatedBy") or "").split())
+        created_by = created_by.removeprefix("/bin/sh -c #(nop) ").removeprefix("/bin/sh -c ")
+        typer.echo(f"{human_bytes(int(layer.get('Size') or 0)):>9}  {created_by[:110]}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,18 @@ def _scalar_to_str(value: Any) -> Any:
 
 ScalarStr = Annotated[str, BeforeValidator(_scalar_to_str)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="The NAME of an environment variable")]
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """`200MB`, `1.5GB`, `512MiB` or a number of bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size: write e.g. 200MB, 1.5GB or 512MiB")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
 
 
 class _Model(BaseModel):
@@ -133,6 +146,9 @@ class ImageConfig(_Model):
     depends_on: list[str] = Field(default_factory=list)
     tags: Annotated[list[TagEntry], Field(min_length=1)] = Field(default_factory=lambda: ["{version}"])
     registries: list[str] | None = None
+    max_size: Annotated[int | None, BeforeValidator(lambda v: parse_size(v) if isinstance(v, str) else v)] = Field(
+        default=None, gt=0, description="Fail the image before it is pushed if it is larger, e.g. 200MB."
+    )
 
     @field_validator("name")
     @classmethod

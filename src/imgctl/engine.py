@@ -203,6 +203,16 @@ class Engine:
             return {}
         return found if isinstance(found, dict) else {}
 
+    def history(self, reference: str) -> list[dict[str, Any]]:
+        """The layers of a local image, newest first: what `docker history` shows."""
+        try:
+            layers = self._api("control").history(reference)
+        except docker.errors.ImageNotFound:
+            raise ImgctlError(f"no local image {reference}", hint="Build it first (imgctl release --no-push), or pull it.") from None
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise _unavailable(exc) from None
+        return list(layers or [])
+
     def image_size(self, image_id: str) -> int | None:
         size = self.inspect(image_id).get("Size")
         return size if isinstance(size, int) else None

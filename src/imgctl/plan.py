@@ -76,6 +76,7 @@ class PlannedImage:
     inferred_from: tuple[str, ...]
     tags: tuple[PlannedTag, ...]
     held_back: tuple[PlannedTag, ...] = ()
+    max_size: int | None = None
 
     @property
     def immutable_tags(self) -> tuple[PlannedTag, ...]:
@@ -100,6 +101,23 @@ class Plan:
 
     def image(self, name: str) -> PlannedImage:
         return next(i for i in self.images if i.name == name)
+
+    def groups(self) -> list[list[str]]:
+        """Images that can be released apart: the connected parts of the dependency graph."""
+        parent = {image.name: image.name for image in self.images}
+
+        def root(name: str) -> str:
+            while parent[name] != name:
+                name = parent[name]
+            return name
+
+        for image in self.images:
+            for dep in image.depends_on:
+                parent[root(image.name)] = root(dep)
+        out: dict[str, list[str]] = {}
+        for image in self.images:
+            out.setdefault(root(image.name), []).append(image.name)
+        return list(out.values())
 
     def levels(self) -> list[list[str]]:
         """Images grouped by depth in the dependency graph: each level needs only earlier ones."""
@@ -234,7 +252,7 @@ def make_plan(
                 target=image.target, build_args=r["build_args"], labels=labels,
                 depends_on=tuple(d for d in graph[name] if d in selected),
                 inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
-                tags=tuple(r["tags"]), held_back=tuple(r["held"]),
+                tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size,
             )
         )
     return Plan(

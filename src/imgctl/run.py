@@ -26,6 +26,7 @@ from imgctl.events import (
 )
 from imgctl.plan import Plan, PlannedImage, PlannedTag, Target
 from imgctl.registry import RegistryClient
+from imgctl.units import human_bytes
 from imgctl.retry import RetryPolicy, call_with_retries
 
 Emit = Callable[[Event], None]
@@ -241,6 +242,10 @@ class Release:
         except ImgctlError as exc:
             return self._fail(image.name, "build", exc.message)
         result.size = self.engine.image_size(result.image_id)
+        if image.max_size and result.size and result.size > image.max_size:
+            return self._fail(
+                image.name, "size", f"image is {human_bytes(result.size)}, over its max_size of {human_bytes(image.max_size)}"
+            )
         try:
             for tag in image.tags:
                 self.engine.tag(result.image_id, tag)

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from imgctl import events as ev
 from imgctl.auth import redact
-from imgctl.render.plain import human_bytes
+from imgctl.units import human_bytes
 
 ACTIVE = ("building", "pushing")
 MAX_LAYERS = 3

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, TextIO
 from imgctl import events as ev
 from imgctl.auth import redact
 from imgctl.dockerfile import logical_lines
-from imgctl.render.plain import human_bytes
+from imgctl.units import human_bytes
 
 if TYPE_CHECKING:
     from imgctl.plan import Plan

@@ -7,19 +7,9 @@ from typing import TextIO
 
 from imgctl import events as ev
 from imgctl.auth import redact
+from imgctl.units import human_bytes
 
 LAYER_DONE = {"Pushed", "Layer already exists", "Mounted from"}
-
-
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{size:.1f}GB"
 
 
 class PlainRenderer:

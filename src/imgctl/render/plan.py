@@ -63,3 +63,17 @@ def plan_text(plan: Plan) -> str:
         for tag in image.held_back:
             lines.append(f"   held back {tag.reference}")
     return "\n".join(lines)
+
+
+def plan_matrix(plan: Plan) -> dict[str, Any]:
+    """`{"include": [{"group": ..., "images": ..., "only": ...}]}` for `strategy.matrix` in a workflow.
+
+    Each entry is a connected part of the dependency graph, so runners never wait on each other;
+    `only` is ready to paste after `imgctl release`.
+    """
+    return {
+        "include": [
+            {"group": group[0], "images": " ".join(group), "only": " ".join(f"--only {name}" for name in group)}
+            for group in plan.groups()
+        ]
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgctl.plan import Plan
-from imgctl.render.plain import human_bytes
+from imgctl.units import human_bytes
 from imgctl.run import ReleaseResult
 
 REPORT_SCHEMA = "imgctl.report/v1"
