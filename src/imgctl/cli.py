@@ -6,11 +6,15 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from imgctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ImgctlError
+
+if TYPE_CHECKING:  # the library is imported lazily, per command, to keep start-up fast
+    from imgctl.config import LoadedConfig
+    from imgctl.plan import Options
 
 app = typer.Typer(
     name="imgctl",
@@ -71,13 +75,14 @@ def schema() -> None:
     typer.echo(json.dumps(Config.model_json_schema(), indent=2))
 
 
-def _options(nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: object) -> object:
+def _options(
+    nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig
+) -> Options:
     from imgctl.plan import Options
 
-    config = getattr(loaded, "config")
     return Options(
         nightly=nightly, only=tuple(only or ()), with_deps=not no_deps, push=not no_push,
-        pull=pull or nightly, no_cache=no_cache or (nightly and not config.nightly_cache),
+        pull=pull or nightly, no_cache=no_cache or (nightly and not loaded.config.nightly_cache),
     )
 
 
@@ -101,7 +106,7 @@ def plan(
     from imgctl.render.plan import plan_text, plan_to_dict
 
     loaded = api.load(config)
-    resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded))  # type: ignore[arg-type]
+    resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded))
     if matrix:
         from imgctl.render.plan import plan_matrix
 
@@ -143,7 +148,7 @@ def release(
 
     loaded = api.load(config)
     options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded)
-    resolved = api.plan(loaded, version=version, options=options)  # type: ignore[arg-type]
+    resolved = api.plan(loaded, version=version, options=options)
     warnings = api.secret_build_args(resolved)
     if strict and warnings:
         raise UsageError(warnings[0] + (f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""),
