@@ -80,9 +80,8 @@ def cli_upload(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: i
     server = _FakeEngine(str(folder / "engine.sock"), _Handler)
     server.uploads = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {**os.environ, "DOCKER_HOST": f"unix://{folder / 'engine.sock'}", "DOCKER_BUILDKIT": "0",
-           "DOCKER_CONFIG": str(folder / "config")}
-    env.pop("DOCKER_CONTEXT", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")}
+    env.update(DOCKER_HOST=f"unix://{folder / 'engine.sock'}", DOCKER_BUILDKIT="0", DOCKER_CONFIG=str(folder / "config"))
 
     def upload(context: Path, dockerfile: str = "Dockerfile") -> bytes:
         server.uploads.clear()
@@ -91,6 +90,8 @@ def cli_upload(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: i
         assert done.returncode == 0 and len(server.uploads) == 1, done.stderr
         return server.uploads[0]
 
+    version = subprocess.run([docker, "--version"], capture_output=True, text=True).stdout  # "Docker version 28.2.2, ..."
+    upload.major = int(version.split()[2].split(".")[0])  # type: ignore[attr-defined]
     yield upload
     server.shutdown()
     server.server_close()
@@ -124,6 +125,20 @@ def read_back(stream: bytes) -> dict[str, tarfile.TarInfo]:
         return {member.name: member for member in tar}
 
 
+def same_archive(ours: bytes, cli: bytes) -> None:
+    """Same entries, types, permissions, owners, sizes, mtimes, links and contents, in order."""
+
+    def view(stream: bytes) -> list[tuple[object, ...]]:
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            return [(m.name, m.type, m.mode & 0o7777, m.uid, m.gid, m.size, m.mtime, m.linkname,
+                     tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
+
+    assert view(ours) == view(cli)
+    # CLIs before 23.0 also write the names "root"/"root" and the file type in the mode field.
+    if all(m.uname == "" for m in read_back(cli).values()):
+        assert ours == cli
+
+
 # Each case: a .dockerignore, and whether docker-py's exclude_paths agrees with the CLI on it.
 CASES = {
     "none": ("", True),
@@ -143,7 +158,8 @@ CASES = {
     "links": ("link\nhard.txt\n", True),
     # docker-py lower-cases names and patterns; the CLI is case-sensitive
     "case matters": ("*.log\n", False),
-    # the CLI checks `!sub` against sub/deep/c.txt using its parent's results, and keeps it out
+    # CLI 23.0 and later check `!sub` against sub/deep/c.txt using its parent's results, and keep
+    # it out; docker-py and older CLIs send it
     "exception after a deeper match": ("**/c.txt\n!sub\n", False),
     # the CLI takes `#` as a comment only in the first column: this line excludes #hash.txt
     "indented hash": ("  #hash.txt\n", False),
@@ -152,11 +168,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_stream_is_what_the_docker_cli_sends(case: str, tmp_path: Path, cli_upload) -> None:  # type: ignore[no-untyped-def]
+    if case == "exception after a deeper match" and cli_upload.major < 23:
+        pytest.skip("docker CLI before 23.0 matched exceptions differently; imgctl follows the current CLI")
     context = make_context(tmp_path, CASES[case][0])
-    sent = b"".join(stream_context(context, "Dockerfile"))
-    expected = cli_upload(context)
-    assert list(read_back(sent)) == list(read_back(expected))
-    assert sent == expected  # same headers too: uid/gid 0, mtime in seconds, hard links, modes
+    same_archive(b"".join(stream_context(context, "Dockerfile")), cli_upload(context))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -176,7 +191,7 @@ def test_dockerfile_in_an_excluded_folder_is_sent_alone(tmp_path: Path, cli_uplo
     context = make_context(tmp_path, "docs\n.dockerignore\n")
     names = [name for name, _ in context_files(context, "docs/Dockerfile.dev")]
     assert "docs/Dockerfile.dev" in names and ".dockerignore" in names and "docs" not in names
-    assert b"".join(stream_context(context, "docs/Dockerfile.dev")) == cli_upload(context, "docs/Dockerfile.dev")
+    same_archive(b"".join(stream_context(context, "docs/Dockerfile.dev")), cli_upload(context, "docs/Dockerfile.dev"))
 
 
 def test_stream_reads_back_with_the_same_files(tmp_path: Path) -> None:
@@ -391,11 +406,14 @@ def test_real_build_from_the_stream_shares_the_cli_cache(tmp_path: Path, engine:
         assert not [r for r in records if "error" in r], records
         assert any("aux" in r and r["aux"].get("ID") for r in records), records
         # The docker CLI's build of the same folder finds every step in the cache: same context.
+        # (CLIs before 23.0 write other tar headers, which the classic builder's cache key includes.)
         done = subprocess.run(
             ["docker", "build", "-t", tag, str(context)], capture_output=True, text=True, timeout=300,
             env={**os.environ, "DOCKER_BUILDKIT": "0"},
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("Using cache") == 4, done.stdout
+        version = subprocess.run(["docker", "--version"], capture_output=True, text=True).stdout
+        if int(version.split()[2].split(".")[0]) >= 23:
+            assert done.stdout.count("Using cache") == 4, done.stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

@@ -3,9 +3,9 @@
 docker-py writes the whole context to a temp file before the upload starts; this module yields the
 tar in chunks instead, so the engine starts receiving at once and memory stays flat. The rules
 are the docker CLI's (ignorefile.ReadAll, patternmatcher, archive.TarWithOptions) rather than
-docker-py's, which match case-insensitively. The tar headers are the CLI's too (uid/gid 0, no user
-names, mtime in whole seconds, hard links as links), so the classic builder's cache sees the same
-context either way.
+docker-py's, which match case-insensitively. The tar headers are those of the CLI since 23.0 (uid/gid
+0, no user names, mtime in whole seconds, hard links as links): the classic builder's cache key for
+COPY/ADD hashes those headers, so imgctl's builds and the CLI's share the cache.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ def _prepare(context: Path, dockerfile: str) -> tuple[str, _Matcher]:
         lines = []
     except OSError as exc:
         raise BuildFailed(f"cannot read .dockerignore in {context}: {exc.strerror}") from None
-    # The CLI always sends .dockerignore and the Dockerfile (the engine reads and then drops them).
+    # The CLI always sends .dockerignore and the Dockerfile; the engine reads them, then drops those
+    # that .dockerignore names.
     # If the Dockerfile is a symlink, its target is sent too, so the engine can follow it.
     for always in dict.fromkeys([".dockerignore", name, resolved]):
         if _Matcher(lines).matches_or_parent(always):
@@ -356,7 +357,7 @@ def inputs_digest(
     or ignored files."""
     root, matcher = _prepare(Path(context), dockerfile)
     digest = hashlib.sha256(b"imgctl-inputs/v1\0")
-    digest.update(json.dumps([dockerfile, sorted(build_args.items()), sorted(base_digests.items())]).encode())
+    digest.update(json.dumps([_clean(dockerfile), sorted(build_args.items()), sorted(base_digests.items())]).encode())
     for rel, full, st in _walk(root, matcher):
         kind = "f" if stat.S_ISREG(st.st_mode) else _KINDS[stat.S_IFMT(st.st_mode)].decode()
         digest.update(f"\0{kind} {stat.S_IMODE(st.st_mode):o} {rel}\0".encode("utf-8", "surrogateescape"))
