@@ -134,6 +134,7 @@ def release(
     stop_timeout: Annotated[float, typer.Option("--stop-timeout", min=0, help="On SIGINT/SIGTERM, seconds running pushes get to finish.")] = 60.0,
     private_docker_config: Annotated[bool, typer.Option("--private-docker-config", help="Use an empty temporary docker config (ignore ~/.docker).")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write what was released, per image, registry and tag, as JSON.")] = None,
+    log_dir: Annotated[Optional[Path], typer.Option("--log-dir", help="Keep each image's full build log here [default: a new temporary folder].")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto, plain or json (one event per line on stdout).")] = Output.auto,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
@@ -158,7 +159,7 @@ def release(
         return
     from imgctl.render.select import Screen
 
-    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved)
+    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved, log_dir=log_dir)
     cancelled = _cancel_on_signals()
     with api.private_docker_config() if private_docker_config else contextlib.nullcontext():
         with screen.live():

@@ -53,6 +53,8 @@ class ImageResult:
     status: str = "pending"  # released | built | failed | skipped | interrupted | pending
     image_id: str | None = None
     size: int | None = None
+    layers: int | None = None
+    previous_size: int | None = None  # the image the first tag pointed at before this run, if any
     seconds: float = 0.0
     stage: str | None = None
     error: str | None = None

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from imgctl.events import Event
@@ -20,8 +21,9 @@ from imgctl.run import ReleaseResult
 class Screen:
     """Everything the release shows: `emit` during the run (inside `live()`), `finish` after it."""
 
-    def __init__(self, output: str, *, verbosity: int, plan: Plan) -> None:
+    def __init__(self, output: str, *, verbosity: int, plan: Plan, log_dir: Path | None = None) -> None:
         self.output = output
+        self.log_dir = log_dir
         self._console: Any = None
         inner: Callable[[Event], None]
         if output == "json":
