@@ -16,6 +16,7 @@ import docker.errors
 import requests
 
 from imgctl.auth import Credentials
+from imgctl.context import stream_context
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
 from imgctl.events import (
@@ -101,14 +102,19 @@ class Engine:
         started = time.monotonic()
         parser = BuildStreamParser(image.name)
         try:
+            # The context is streamed while the tree is walked (docker-py would write a temp tar first).
+            context = stream_context(image.context, image.dockerfile)
             stream = self._api("build").build(
-                path=str(image.context), dockerfile=image.dockerfile, target=image.target,
+                fileobj=context, custom_context=True, encoding=None,
+                dockerfile=image.dockerfile, target=image.target,
                 buildargs=dict(image.build_args), labels=dict(image.labels),
                 rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
             )
             for record in _records(stream):
                 for event in parser.handle(record):
                     emit(event)
+        except BuildFailed as exc:  # a context problem, found before or during the upload
+            raise BuildFailed(f"build of {image.name} failed: {exc.message}") from None
         except docker.errors.APIError as exc:
             raise BuildFailed(f"build of {image.name} failed: {_explain(exc)}") from None
         except StoreError as exc:
