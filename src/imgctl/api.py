@@ -12,18 +12,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from imgctl.auth import Credentials, from_environment, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
-from imgctl.engine import Engine
 from imgctl.errors import UsageError
-from imgctl.events import Event
 from imgctl.facts import gather
 from imgctl.lock import run_lock
 from imgctl.plan import Options, Plan, Target, make_plan
-from imgctl.retry import RetryPolicy
-from imgctl.run import Release, ReleaseResult
 
-__all__ = ["Engine", "load", "plan", "release", "login", "secret_build_args", "private_docker_config"]
+if TYPE_CHECKING:  # docker-py and requests load only for commands that talk to the engine
+    from imgctl.events import Event
+    from imgctl.engine import Engine
+    from imgctl.retry import RetryPolicy
+    from imgctl.run import ReleaseResult
+
+__all__ = ["new_engine", "load", "plan", "release", "login", "secret_build_args", "private_docker_config"]
+
+
+def new_engine(*, push_timeout: float = 300.0) -> Engine:
+    from imgctl.engine import Engine
+
+    return Engine(push_timeout=push_timeout)
 
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|(?:^|_)KEY(?:$|_)|CREDENTIAL|PRIVATE", re.I)
 
@@ -60,10 +70,12 @@ def release(
     policy: RetryPolicy | None = None,
     cancelled: threading.Event | None = None,
 ) -> ReleaseResult:
+    from imgctl.run import Release
+
     assert the_plan.config_path is not None
     with run_lock(the_plan.config_path, timeout=lock_timeout):
         runner = Release(
-            the_plan, engine or Engine(), emit, jobs=jobs, fail_fast=fail_fast, policy=policy,
+            the_plan, engine or new_engine(), emit, jobs=jobs, fail_fast=fail_fast, policy=policy,
             grace_seconds=grace_seconds, cancelled=cancelled,
         )
         return runner.run()
@@ -83,7 +95,7 @@ def login(
             raise UsageError(f"--registry {registry}: no such registry in the config")
     if password is not None and len(targets) > 1:
         raise UsageError("--password-stdin needs --registry when the config has several registries")
-    engine = engine or Engine()
+    engine = engine or new_engine()
     engine.connect()
     checked: list[tuple[Target, Credentials | None]] = []
     for target in targets:

@@ -17,21 +17,12 @@ MAX_NODES = 200_000
 MAX_DEPTH = 64
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one) and deep nesting."""
+# libyaml's parser when present: PyYAML's pure-Python scanner takes ~0.3 s on a 200-image config.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    _depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
@@ -71,6 +62,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError(f"{path}: config file is empty", hint="See `imgctl schema` or the README for the format.")
     loader = _StrictLoader(text)
     try:
+        _check_depth(text)
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{path}: config file holds no document")
@@ -88,6 +80,18 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     finally:
         loader.dispose()
     return data, node
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting from the event stream, before any recursive composing can start."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def _check_size(root: yaml.Node, path: Path) -> None:
