@@ -77,13 +77,15 @@ def schema() -> None:
 
 
 def _options(
-    nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig
+    nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig,
+    skip_unchanged: bool = False,
 ) -> Options:
     from imgctl.plan import Options
 
     return Options(
         nightly=nightly, only=tuple(only or ()), with_deps=not no_deps, push=not no_push,
         pull=pull or nightly, no_cache=no_cache or (nightly and not loaded.config.nightly_cache),
+        skip_unchanged=skip_unchanged,
     )
 
 
@@ -126,6 +128,7 @@ def release(
     no_push: Annotated[bool, typer.Option("--no-push", help="Build and tag only.")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
+    skip_unchanged: Annotated[bool, typer.Option("--skip-unchanged", help="No build, no push for an image whose registry tags hold the same inputs.")] = False,
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Images in flight at once [default: CPU count, at least 2].")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
@@ -149,7 +152,7 @@ def release(
     from imgctl.render.plan import plan_text
 
     loaded = api.load(config)
-    options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded)
+    options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded, skip_unchanged)
     resolved = api.plan(loaded, version=version, options=options)
     warnings = api.secret_build_args(resolved)
     if strict and warnings:

@@ -83,6 +83,13 @@ class Engine:
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise _unavailable(exc) from None
 
+    def _answers(self) -> bool:
+        """Does the engine answer on a new connection? (A pooled one may outlive a stopping daemon.)"""
+        try:
+            return bool(docker.from_env(timeout=5).ping())
+        except (docker.errors.DockerException, requests.RequestException):
+            return False
+
     def check_docker_config(self) -> None:
         """Fail early and clearly if the docker config names a credential helper that is missing.
 
@@ -97,7 +104,9 @@ class Engine:
         except docker.errors.DockerException:
             pass
 
-    def build(self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit) -> str:
+    def build(
+        self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit, extra_labels: dict[str, str] | None = None
+    ) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build."""
         started = time.monotonic()
         parser = BuildStreamParser(image.name)
@@ -107,7 +116,7 @@ class Engine:
             stream = self._api("build").build(
                 fileobj=context, custom_context=True, encoding=None,
                 dockerfile=image.dockerfile, target=image.target,
-                buildargs=dict(image.build_args), labels=dict(image.labels),
+                buildargs=dict(image.build_args), labels={**image.labels, **(extra_labels or {})},
                 rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
             )
             for record in _records(stream):
@@ -120,10 +129,19 @@ class Engine:
         except StoreError as exc:
             raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
         except (requests.RequestException, StreamGarbled) as exc:
+            if not self._answers():
+                raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {_short(exc)}") from None
             raise BuildFailed(f"build of {image.name} lost the engine: {_short(exc)}") from None
         except (docker.errors.DockerException, OSError) as exc:
             raise BuildFailed(f"build of {image.name} failed: {_short(exc)}") from None
-        events, image_id = parser.finish()
+        try:
+            events, image_id = parser.finish()
+        except BuildFailed as exc:
+            if not self._answers():
+                raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {exc.message}") from None
+            if "non-zero code: 137" in exc.message:
+                exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
+            raise
         for event in events:
             emit(event)
         emit(BuildDone(image=image.name, image_id=image_id, seconds=time.monotonic() - started))
@@ -218,6 +236,22 @@ class Engine:
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise _unavailable(exc) from None
         return list(layers or [])
+
+    def pull(self, reference: str, creds: Credentials | None = None) -> str | None:
+        """Pull an image; None if that worked, else what went wrong (errors arrive inside the stream)."""
+        auth = creds.as_auth_config() if creds else None
+        try:
+            for record in self._api("build").pull(reference, stream=True, decode=True, auth_config=auth):
+                if isinstance(record, dict) and record.get("error"):
+                    return str(record["error"])
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return _short(exc)
+        return None
+
+    def local_image_id(self, reference: str) -> str | None:
+        """The id of a local image; None if there is none."""
+        found = self.inspect(reference).get("Id")
+        return found if isinstance(found, str) else None
 
     def image_size(self, image_id: str) -> int | None:
         size = self.inspect(image_id).get("Size")

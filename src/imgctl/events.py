@@ -93,6 +93,13 @@ class Verified(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Reused(Event):
+    """--skip-unchanged: the registry holds an image built from the same inputs; no build."""
+
+    inputs: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Unchanged(Event):
     """The registry already holds this image under this tag: nothing to push."""
 

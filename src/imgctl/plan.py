@@ -37,6 +37,7 @@ class Options:
     push: bool = True
     pull: bool = False
     no_cache: bool = False
+    skip_unchanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class PlannedImage:
     tags: tuple[PlannedTag, ...]
     held_back: tuple[PlannedTag, ...] = ()
     max_size: int | None = None
+    bases: tuple[str, ...] = ()  # the images its FROM lines name, ARGs substituted
 
     @property
     def immutable_tags(self) -> tuple[PlannedTag, ...]:
@@ -224,11 +226,13 @@ def make_plan(
         for name, r in rendered.items() for t in r["tags"] + r["held"]
     }
     inferred: dict[str, list[str]] = {}
+    bases: dict[str, tuple[str, ...]] = {}
     for name, r in rendered.items():
         image = r["config"]
         dockerfile = loaded.base_dir / image.context / image.dockerfile
         found = []
-        for base in base_images(read_text(dockerfile), r["build_args"]):
+        bases[name] = tuple(base_images(read_text(dockerfile), r["build_args"]))
+        for base in bases[name]:
             dep = repos.get(split_reference(base))
             if dep and dep != name and dep not in found:
                 found.append(dep)
@@ -252,7 +256,7 @@ def make_plan(
                 target=image.target, build_args=r["build_args"], labels=labels,
                 depends_on=tuple(d for d in graph[name] if d in selected),
                 inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
-                tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size,
+                tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size, bases=bases[name],
             )
         )
     return Plan(

@@ -69,15 +69,49 @@ class RegistryClient:
             raise RegistryError(f"{self.host} answered without a Docker-Content-Digest for {path}:{reference}")
         return digest
 
-    def _request(self, method: str, url: str, *, scope: str) -> requests.Response:
+    def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str | None] | None:
+        """(manifest digest, value of `label` in the image config) of `path:reference`; None if absent."""
+        url = f"{base_url(self.host)}/v2/{path}/manifests/{reference}"
+        response = self._request("GET", url, scope=f"repository:{path}:pull")
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest", "")
+        try:
+            config_digest = response.json()["config"]["digest"]
+        except (ValueError, KeyError, TypeError):
+            return digest, None  # a manifest list, or something imgctl did not push
+        blob = self._request("GET", f"{base_url(self.host)}/v2/{path}/blobs/{config_digest}", scope=f"repository:{path}:pull")
+        try:
+            labels = (blob.json().get("config") or {}).get("Labels") or {}
+        except (ValueError, AttributeError):
+            labels = {}
+        value = labels.get(label)
+        return digest, value if isinstance(value, str) else None
+
+    def add_tag(self, path: str, digest: str, tag: str) -> None:
+        """Point `tag` at the manifest `digest` already in the repository: a tag without a push."""
+        scope = f"repository:{path}:pull,push"
+        got = self._request("GET", f"{base_url(self.host)}/v2/{path}/manifests/{digest}", scope=scope)
+        if got.status_code != 200:
+            raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
+        self._request(
+            "PUT", f"{base_url(self.host)}/v2/{path}/manifests/{tag}", scope=scope,
+            body=got.content, content_type=got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0]),
+        )
+
+    def _request(
+        self, method: str, url: str, *, scope: str, body: bytes | None = None, content_type: str | None = None
+    ) -> requests.Response:
         headers = {"Accept": MANIFEST_TYPES}
+        if content_type:
+            headers["Content-Type"] = content_type
         if scope in self._token:
             headers["Authorization"] = self._token[scope]
         try:
-            response = self.session.request(method, url, headers=headers, timeout=self.timeout)
+            response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
             if response.status_code == 401 and "Authorization" not in headers:
                 headers["Authorization"] = self._authorize(response, scope)
-                response = self.session.request(method, url, headers=headers, timeout=self.timeout)
+                response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
         except requests.RequestException as exc:
             raise RegistryError(f"cannot reach registry {self.host}: {_reason(exc)}", transient=True) from None
         if response.status_code in (401, 403):
@@ -88,7 +122,7 @@ class RegistryClient:
                 f"registry {self.host} answered {response.status_code} for {method} {url.split('/v2/', 1)[1]}",
                 transient=True, retry_after=_retry_after(response),
             )
-        if response.status_code not in (200, 404):
+        if response.status_code not in (200, 201, 404):
             raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {url}")
         return response
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from collections.abc import Callable
@@ -18,18 +19,24 @@ from dataclasses import dataclass, field
 from imgctl.auth import Credentials, from_environment
 from imgctl.engine import Engine
 from imgctl.errors import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AuthFailed, BuildFailed, ImgctlError, VerifyFailed,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, VerifyFailed,
 )
 from imgctl.events import (
     Event, FloatingHeld, ImageDone, ImageFailed, ImageSkipped, ImageStarted, LoggedIn, Retrying, Tagged, Verified,
-    Unchanged, Warning,
+    Reused, Unchanged, Warning,
 )
 from imgctl.plan import Plan, PlannedImage, PlannedTag, Target
+from imgctl.context import inputs_digest
+from imgctl.dockerfile import split_reference
+from imgctl.plan import OCI
 from imgctl.registry import RegistryClient
 from imgctl.units import human_bytes
 from imgctl.retry import RetryPolicy, call_with_retries
 
 Emit = Callable[[Event], None]
+
+
+INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
 
 
 def default_jobs() -> int:
@@ -105,6 +112,11 @@ class Release:
         self.grace_seconds = grace_seconds
         self.environ = environ
         self.cancelled = cancelled or threading.Event()
+        self._build_slots = threading.Semaphore(self.jobs)
+        self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
+        self._pulled: set[str] = set()
+        self._pull_lock = threading.Lock()
+        self._reuse: dict[tuple[str, str], str] = {}  # (image, registry) -> digest whose inputs match
         self._emit_lock = threading.Lock()
         self._emit = emit
         self._creds: dict[str, Credentials | None] = {}
@@ -163,7 +175,9 @@ class Release:
             self._registries[target.key] = RegistryClient(target.host, creds)
 
     def _run_graph(self) -> None:
-        """Start each image once its dependencies are pushed, `jobs` at a time.
+        """Start each image once its dependencies are pushed; `jobs` builds run at once.
+
+        An image holds a build slot only while it builds, so its pushes overlap other builds.
 
         On cancellation (SIGINT/SIGTERM set `cancelled`), start nothing new and give running
         images `grace_seconds` to finish before giving up on them.
@@ -188,10 +202,9 @@ class Release:
                         f"interrupted: starting nothing new; waiting up to {self.grace_seconds:.0f}s for "
                         f"{', '.join(sorted(running))} (interrupt again to stop now)"
                     )))
+            self._stop_reason = stop_reason
             if stop_reason is None:
                 for name in list(waiting):
-                    if len(running) >= self.jobs:
-                        break
                     if all(state.get(d) == "done" for d in self.plan.image(name).depends_on):
                         waiting.remove(name)
                         state[name] = "running"
@@ -227,6 +240,8 @@ class Release:
         ok = False
         try:
             ok = self._release_image(image)
+        except ImgctlError as exc:  # e.g. the engine went away between two steps
+            self._fail(image.name, "engine", exc.message)
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
@@ -234,15 +249,32 @@ class Release:
 
     def _release_image(self, image: PlannedImage) -> bool:
         result = self.results[image.name]
-        started = time.monotonic()
-        self.emit(ImageStarted(image=image.name))
         options = self.plan.options
-        try:
-            result.image_id = self.engine.build(image, no_cache=options.no_cache, pull=options.pull, emit=self.emit)
-        except BuildFailed as exc:
-            return self._fail(image.name, "build", exc.message, exc.output)
-        except ImgctlError as exc:
-            return self._fail(image.name, "build", exc.message)
+        if options.pull:
+            self._refresh_bases(image)
+        self._fetch_reused_bases(image)
+        inputs = self._inputs(image) if options.skip_unchanged and options.push else None
+        if inputs and self._find_same_inputs(image, inputs):
+            return self._push_all(image, time.monotonic())
+        with self._build_slots:
+            if self._stop_reason:
+                result.status, result.error = "skipped", self._stop_reason
+                self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+                return False
+            started = time.monotonic()
+            self.emit(ImageStarted(image=image.name))
+            try:
+                result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
+                    image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
+                    extra_labels={INPUTS_LABEL: inputs} if inputs else None,
+                )
+            except BuildFailed as exc:
+                message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+                return self._fail(image.name, "build", message, exc.output)
+            except EngineUnavailable as exc:
+                return self._fail(image.name, "engine", exc.message)
+            except ImgctlError as exc:
+                return self._fail(image.name, "build", exc.message)
         result.size = self.engine.image_size(result.image_id)
         if image.max_size and result.size and result.size > image.max_size:
             return self._fail(
@@ -259,21 +291,99 @@ class Release:
                 if tag_result.status == "pending":
                     tag_result.status = "built"
             result.status = "built"
-        else:
-            # Every tag is tried, so one registry failing does not hide success on another.
-            failed = []
-            for tag in image.immutable_tags:
-                if self.cancelled.is_set():
-                    result.status, result.error = "interrupted", "release interrupted before its push"
-                    self.emit(ImageSkipped(image=image.name, reason=result.error))
-                    return False
-                if not self._push_tag(image, tag):
-                    failed.append(result.tag(tag.reference).error or f"push of {tag.reference} failed")
-            if failed:
-                return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
-            result.status = "released"
+            result.seconds = time.monotonic() - started
+            self.emit(ImageDone(image=image.name, digests={}))
+            return True
+        return self._push_all(image, started)
+
+    def _push_all(self, image: PlannedImage, started: float) -> bool:
+        """Push the immutable tags; every tag is tried, so one registry failing does not hide another."""
+        result = self.results[image.name]
+        failed = []
+        for tag in image.immutable_tags:
+            if self.cancelled.is_set():
+                result.status, result.error = "interrupted", "release interrupted before its push"
+                self.emit(ImageSkipped(image=image.name, reason=result.error))
+                return False
+            if not self._push_tag(image, tag):
+                failed.append(result.tag(tag.reference).error or f"push of {tag.reference} failed")
+        if failed:
+            return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
+        result.status = "released"
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
+        return True
+
+    # -- --skip-unchanged ----------------------------------------------------------------
+
+    def _inputs(self, image: PlannedImage) -> str | None:
+        """The digest of everything the build reads; None when a base image's digest is unknown."""
+        bases: dict[str, str] = {}
+        for base in image.bases:
+            digest = self._base_digest(base)
+            if digest is None:
+                return None
+            bases[split_reference(base)[1]] = digest
+        # created and version change on every run without changing the image: leave them out, so a
+        # reused image keeps the labels of the build it came from.
+        labels = {k: v for k, v in image.labels.items() if k not in (OCI + "created", OCI + "version")}
+        facts = {f"arg:{k}": v for k, v in image.build_args.items()}
+        facts |= {f"label:{k}": v for k, v in labels.items()} | {"target": image.target or ""}
+        try:
+            return inputs_digest(image.context, image.dockerfile, facts, bases)
+        except ImgctlError:
+            return None  # the build will report the problem
+
+    def _refresh_bases(self, image: PlannedImage) -> None:
+        """--pull: fetch the newest of each base image that this run does not build itself."""
+        ours = {split_reference(t.reference) for i in self.plan.images for t in i.tags + i.held_back}
+        for base in image.bases:
+            with self._pull_lock:
+                if base in self._pulled or split_reference(base) in ours:
+                    continue
+                self._pulled.add(base)
+                problem = self.engine.pull(base)
+            if problem:
+                self.emit(Warning(image=image.name, message=f"could not refresh base image {base}: {problem}"))
+
+    def _fetch_reused_bases(self, image: PlannedImage) -> None:
+        """A base that --skip-unchanged reused was never built here: pull it, with its registry's credentials."""
+        for dep in image.depends_on:
+            if not any(key[0] == dep for key in self._reuse):
+                continue
+            for base in image.bases:
+                tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
+                if tag and self.engine.local_image_id(base) is None:
+                    problem = self.engine.pull(base, self._creds.get(tag.target))
+                    if problem:
+                        self.emit(Warning(image=image.name, message=f"could not pull the reused base {base}: {problem}"))
+
+    def _base_digest(self, base: str) -> str | None:
+        """The digest of a base image: this run's result for an image of the config, else the local id."""
+        repository = split_reference(base)
+        ours = [r for i in self.plan.images for r in self.results[i.name].tags if split_reference(r.reference) == repository]
+        if ours:  # every tag of an image of this run names one digest per registry
+            return next((r.digest for r in ours if r.digest), None)
+        return self.engine.local_image_id(base)
+
+    def _find_same_inputs(self, image: PlannedImage, inputs: str) -> bool:
+        """True if every registry already holds an image of this one's tags built from the same inputs."""
+        found: dict[str, str] = {}
+        for tag in image.tags + image.held_back:
+            if tag.target in found:
+                continue
+            registry = self._registries.get(tag.target) or RegistryClient(tag.host, self._creds.get(tag.target))
+            try:
+                seen = registry.inputs_of(tag.api_path, tag.tag, INPUTS_LABEL)
+            except ImgctlError:
+                seen = None
+            if seen and seen[1] == inputs:
+                found[tag.target] = seen[0]
+        if {t.target for t in image.tags} - set(found):
+            return False
+        for target, digest in found.items():
+            self._reuse[(image.name, target)] = digest
+        self.emit(Reused(image=image.name, inputs=inputs))
         return True
 
     def _push_tag(self, image: PlannedImage, tag: PlannedTag) -> bool:
@@ -284,17 +394,30 @@ class Release:
         registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
         try:
             current = self._current_digest(registry, image.name, tag)
-            if current and result.image_id and current in self.engine.pushed_digests(result.image_id, tag.repository):
+            reuse = self._reuse.get((image.name, tag.target))
+            same = current == reuse if reuse else bool(
+                current and result.image_id and current in self.engine.pushed_digests(result.image_id, tag.repository)
+            )
+            if current and same:
                 # A re-run: the registry already holds this very image under this tag.
                 tag_result.status, tag_result.digest, tag_result.verified = "unchanged", current, True
                 self.emit(Unchanged(image=image.name, reference=tag.reference, digest=current))
                 return True
-            digest, _size = call_with_retries(
-                lambda: self.engine.push(image.name, tag, creds, self.emit),
-                policy=self.policy,
-                on_retry=self._retry_reporter(image.name, f"push {tag.reference}"),
-                cancelled=self.cancelled.is_set,
-            )
+            if reuse:  # --skip-unchanged: point the tag at the manifest already there, nothing to push
+                call_with_retries(
+                    lambda: registry.add_tag(tag.api_path, reuse, tag.tag),
+                    policy=self.policy,
+                    on_retry=self._retry_reporter(image.name, f"tag {tag.reference}"),
+                    cancelled=self.cancelled.is_set,
+                )
+                digest = reuse
+            else:
+                digest, _size = call_with_retries(
+                    lambda: self.engine.push(image.name, tag, creds, self.emit),
+                    policy=self.policy,
+                    on_retry=self._retry_reporter(image.name, f"push {tag.reference}"),
+                    cancelled=self.cancelled.is_set,
+                )
             tag_result.digest = digest
             found = call_with_retries(
                 lambda: registry.manifest_digest(tag.api_path, tag.tag),
@@ -361,9 +484,14 @@ class Release:
                 self.results[image.name].tag(tag.reference).status = "held"
             self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
             return f"held back: {why}"
-        for image, tag in floating:
-            if not self._push_tag(image, tag):
-                self._fail(image.name, "push", self.results[image.name].tag(tag.reference).error or "push failed")
+        def push_floating(image: PlannedImage) -> None:
+            for tag in image.floating_tags:
+                if not self._push_tag(image, tag):
+                    self._fail(image.name, "push", self.results[image.name].tag(tag.reference).error or "push failed")
+
+        # Their layers are all in the registry by now: these pushes are small, so run a few at once.
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="imgctl-floating") as pool:
+            list(pool.map(push_floating, [image for image in self.plan.images if image.floating_tags]))
         return "pushed" if result.ok else "partly pushed"
 
 

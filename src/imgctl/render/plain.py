@@ -56,6 +56,8 @@ class PlainRenderer:
             return self._layer(event)
         if isinstance(event, ev.PushDone):
             return f"pushed {event.reference} {event.digest}"
+        if isinstance(event, ev.Reused):
+            return f"inputs unchanged ({event.inputs[:19]}): no build, reusing the image in the registry"
         if isinstance(event, ev.Unchanged):
             return f"unchanged {event.reference} (the registry already holds {event.digest[:19]})"
         if isinstance(event, ev.Verified):
