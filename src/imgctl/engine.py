@@ -253,10 +253,6 @@ class Engine:
         found = self.inspect(reference).get("Id")
         return found if isinstance(found, str) else None
 
-    def image_size(self, image_id: str) -> int | None:
-        size = self.inspect(image_id).get("Size")
-        return size if isinstance(size, int) else None
-
     def pushed_digests(self, image_id: str, repository: str) -> set[str]:
         """Manifest digests this very image was pushed as to `repository` (the engine's RepoDigests)."""
         wanted = split_reference(repository)

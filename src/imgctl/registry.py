@@ -88,6 +88,17 @@ class RegistryClient:
         value = labels.get(label)
         return digest, value if isinstance(value, str) else None
 
+    def stored_size(self, path: str, reference: str) -> int | None:
+        """Bytes the registry stores for `path:reference` (config and compressed layers); None if absent."""
+        response = self._request("GET", f"{base_url(self.host)}/v2/{path}/manifests/{reference}", scope=f"repository:{path}:pull")
+        if response.status_code == 404:
+            return None
+        try:
+            manifest = response.json()
+            return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
+        except (ValueError, KeyError, TypeError):
+            return None  # a manifest list: no single size
+
     def add_tag(self, path: str, digest: str, tag: str) -> None:
         """Point `tag` at the manifest `digest` already in the repository: a tag without a push."""
         scope = f"repository:{path}:pull,push"

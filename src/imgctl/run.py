@@ -61,7 +61,8 @@ class ImageResult:
     image_id: str | None = None
     size: int | None = None
     layers: int | None = None
-    previous_size: int | None = None  # the image the first tag pointed at before this run, if any
+    stored_size: int | None = None  # in the registry (compressed), after this run
+    previous_size: int | None = None  # in the registry, of what the same tag held before this run
     seconds: float = 0.0
     stage: str | None = None
     error: str | None = None
@@ -253,8 +254,9 @@ class Release:
         if options.pull:
             self._refresh_bases(image)
         self._fetch_reused_bases(image)
-        inputs = self._inputs(image) if options.skip_unchanged and options.push else None
-        if inputs and self._find_same_inputs(image, inputs):
+        # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
+        inputs = self._inputs(image) if options.push else None
+        if inputs and options.skip_unchanged and self._find_same_inputs(image, inputs):
             return self._push_all(image, time.monotonic())
         with self._build_slots:
             if self._stop_reason:
@@ -275,7 +277,9 @@ class Release:
                 return self._fail(image.name, "engine", exc.message)
             except ImgctlError as exc:
                 return self._fail(image.name, "build", exc.message)
-        result.size = self.engine.image_size(result.image_id)
+        details = self.engine.inspect(result.image_id)
+        result.size = details.get("Size") if isinstance(details.get("Size"), int) else None
+        result.layers = len((details.get("RootFS") or {}).get("Layers") or []) or None
         if image.max_size and result.size and result.size > image.max_size:
             return self._fail(
                 image.name, "size", f"image is {human_bytes(result.size)}, over its max_size of {human_bytes(image.max_size)}"
@@ -299,6 +303,8 @@ class Release:
     def _push_all(self, image: PlannedImage, started: float) -> bool:
         """Push the immutable tags; every tag is tried, so one registry failing does not hide another."""
         result = self.results[image.name]
+        first = (image.floating_tags or image.tags or (None,))[0]
+        result.previous_size = self._stored_size(image.name, first) if first else None
         failed = []
         for tag in image.immutable_tags:
             if self.cancelled.is_set():
@@ -310,6 +316,7 @@ class Release:
         if failed:
             return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
         result.status = "released"
+        result.stored_size = self._stored_size(image.name, image.immutable_tags[0]) if image.immutable_tags else None
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
         return True
@@ -441,6 +448,13 @@ class Release:
         tag_result.status, tag_result.verified = "pushed", True
         self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
         return True
+
+    def _stored_size(self, image: str, tag: PlannedTag) -> int | None:
+        registry = self._registries.get(tag.target) or RegistryClient(tag.host, self._creds.get(tag.target))
+        try:
+            return registry.stored_size(tag.api_path, tag.tag)
+        except ImgctlError:
+            return None  # a size is a nicety: never fail a release over it
 
     def _current_digest(self, registry: RegistryClient, image: str, tag: PlannedTag) -> str | None:
         """What the tag points at now; None if unknown. The push itself reports refusals best."""

@@ -1,5 +1,6 @@
 """Choosing the renderer: a live view on a terminal, plain lines elsewhere, JSON for machines,
-and GitHub Actions groups, annotations and outputs on top when running there."""
+and GitHub Actions groups, annotations and outputs on top when running there. Each image's full
+log goes to a file of its own whatever is shown."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from imgctl.errors import UsageError
 from imgctl.events import Event
 from imgctl.plan import Plan
 from imgctl.render import github
-from imgctl.render.summary import summary_rows, summary_text
+from imgctl.render.logs import BuildLogs
+from imgctl.render.summary import print_summary, summary_rows, summary_text
 from imgctl.run import ReleaseResult
 
 
@@ -47,7 +50,13 @@ class Screen:
             inner, sys.stderr, os.environ, dockerfiles=github.dockerfiles_for(plan),
             groups=output != "json", notes=verbosity >= 0,
         )
-        self.emit: Callable[[Event], None] = self._github
+        # Outermost: the GitHub renderer holds an image's events back until it ends, but the log
+        # file must be written as they happen (a hung or killed build still leaves its log).
+        try:
+            self.logs = BuildLogs(self._github, log_dir)
+        except OSError as exc:
+            raise UsageError(f"--log-dir {log_dir}: cannot create the folder: {exc.strerror or exc}") from None
+        self.emit: Callable[[Event], None] = self.logs
 
     @contextmanager
     def live(self) -> Iterator[None]:
@@ -57,15 +66,23 @@ class Screen:
             yield
         finally:
             self._github.close()
+            self.logs.close()
             if self._console is not None:
                 self._console.stop()
 
     def finish(self, result: ReleaseResult) -> None:
+        self.logs.close()
         github.write_outputs(result, os.environ)
+        folder = self.logs.folder
         if self.output == "json":
-            summary = {"type": "summary", "ok": result.ok, "floating": result.floating, "images": summary_rows(result)}
+            summary = {"type": "summary", "ok": result.ok, "floating": result.floating, "logs": str(folder),
+                       "images": summary_rows(result)}
             sys.stdout.write(json.dumps(summary) + "\n")
-            sys.stderr.write(summary_text(result) + "\n")
+            sys.stderr.write(summary_text(result, log_dir=folder) + "\n")
+        elif self.output == "auto" and sys.stdout.isatty():
+            from rich.console import Console
+
+            print_summary(result, Console(), log_dir=folder)
         else:
-            sys.stdout.write(summary_text(result) + "\n")
+            sys.stdout.write(summary_text(result, log_dir=folder) + "\n")
         sys.stdout.flush()
