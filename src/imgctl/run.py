@@ -304,7 +304,7 @@ class Release:
         """Push the immutable tags; every tag is tried, so one registry failing does not hide another."""
         result = self.results[image.name]
         first = (image.floating_tags or image.tags or (None,))[0]
-        result.previous_size = self._stored_size(image.name, first) if first else None
+        result.previous_size = self._stored_size(first) if first else None
         failed = []
         for tag in image.immutable_tags:
             if self.cancelled.is_set():
@@ -316,7 +316,7 @@ class Release:
         if failed:
             return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
         result.status = "released"
-        result.stored_size = self._stored_size(image.name, image.immutable_tags[0]) if image.immutable_tags else None
+        result.stored_size = self._stored_size(image.immutable_tags[0]) if image.immutable_tags else None
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
         return True
@@ -379,7 +379,7 @@ class Release:
         for tag in image.tags + image.held_back:
             if tag.target in found:
                 continue
-            registry = self._registries.get(tag.target) or RegistryClient(tag.host, self._creds.get(tag.target))
+            registry = self._registry(tag)
             try:
                 seen = registry.inputs_of(tag.api_path, tag.tag, INPUTS_LABEL)
             except ImgctlError:
@@ -398,7 +398,7 @@ class Release:
         result = self.results[image.name]
         tag_result = result.tag(tag.reference)
         creds = self._creds.get(tag.target)
-        registry = self._registries.get(tag.target) or RegistryClient(tag.host, creds)
+        registry = self._registry(tag)
         try:
             current = self._current_digest(registry, image.name, tag)
             reuse = self._reuse.get((image.name, tag.target))
@@ -449,8 +449,14 @@ class Release:
         self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
         return True
 
-    def _stored_size(self, image: str, tag: PlannedTag) -> int | None:
-        registry = self._registries.get(tag.target) or RegistryClient(tag.host, self._creds.get(tag.target))
+    def _registry(self, tag: PlannedTag) -> RegistryClient:
+        """The client for the tag's registry (made at login; made here when nothing is pushed)."""
+        if tag.target not in self._registries:
+            self._registries[tag.target] = RegistryClient(tag.host, self._creds.get(tag.target))
+        return self._registries[tag.target]
+
+    def _stored_size(self, tag: PlannedTag) -> int | None:
+        registry = self._registry(tag)
         try:
             return registry.stored_size(tag.api_path, tag.tag)
         except ImgctlError:
