@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -72,6 +74,14 @@ def test_two_image_release_is_pushed_verified_and_runs(tmp_path: Path, registry:
 
     summary = run.of_type("summary")[0]
     assert summary["ok"] is True and summary["floating"] == "pushed"
+
+    # every event line follows the published schema (`imgctl schema --events`)
+    schema = json.loads(imgctl("schema", "--events").stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    for event in run.events():
+        if event["type"] != "summary":
+            validator.validate(event)
+    assert {"build_step", "build_output", "push_done", "layer_progress", "verified"} <= {e["type"] for e in run.events()}
 
     # pull it back from the registry and run it
     ref = f"{registry.host}/{ns}/app:1.4.2"

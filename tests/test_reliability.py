@@ -28,7 +28,10 @@ def write_config(tmp_path: Path, data: dict) -> Path:  # type: ignore[type-arg]
     return path
 
 
-def test_sigint_stops_cleanly_and_moves_no_floating_tag(tmp_path: Path, registry: RegistryServer, docker_config: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_cleanly_and_moves_no_floating_tag(
+    signum: signal.Signals, tmp_path: Path, registry: RegistryServer, docker_config: Path
+) -> None:
     ns = unique()
     write_base_context(tmp_path / "base")
     write_context(tmp_path / "slow", 'ARG B\nFROM ${B}\nRUN echo "slow step starts" && sleep 4 && echo "slow step ends"\n')
@@ -53,7 +56,7 @@ def test_sigint_stops_cleanly_and_moves_no_floating_tag(tmp_path: Path, registry
     for line in proc.stderr:  # wait until the slow RUN is running, then interrupt
         seen.append(line)
         if "slow step starts" in line:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
     rest_err = proc.stderr.read()
     stdout = proc.stdout.read() if proc.stdout else ""

@@ -69,8 +69,15 @@ def validate(config: ConfigOption = None) -> None:
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    events: Annotated[bool, typer.Option("--events", help="The schema of `release --output json` lines instead.")] = False,
+) -> None:
     """Print the config file's JSON Schema (for editors)."""
+    if events:
+        from imgctl.events import events_json_schema
+
+        typer.echo(json.dumps(events_json_schema(), indent=2))
+        return
     from imgctl.config import Config
 
     typer.echo(json.dumps(Config.model_json_schema(), indent=2))

@@ -311,3 +311,29 @@ class PushStreamParser:
         if not self.digest:
             raise PushFailed(f"push of {self.reference} ended without a digest: the registry did not confirm it", transient=True)
         return self.digest, self.size
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by the `type` it carries in JSON."""
+    found: dict[str, type[Event]] = {}
+    stack = list(Event.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        found[re.sub(r"(?<!^)([A-Z])", r"_\1", cls.__name__).lower()] = cls
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def events_json_schema() -> dict[str, Any]:
+    """The JSON Schema of `--output json` lines: one object per event, told apart by `type`."""
+    from pydantic import TypeAdapter
+
+    variants = []
+    for name, cls in sorted(event_types().items()):
+        schema = TypeAdapter(cls).json_schema()
+        schema["properties"] = {"type": {"const": name}, **schema.get("properties", {})}
+        schema["required"] = ["type", *schema.get("required", []), "image", "time"]
+        schema["additionalProperties"] = False
+        schema["title"] = name
+        variants.append(schema)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "imgctl event", "oneOf": variants}
