@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.registry import RegistryServer
 
@@ -66,6 +67,13 @@ def write_base_context(folder: Path, extra: str = "") -> Path:
     shutil.copy(BUSYBOX, folder / "busybox")
     (folder / "Dockerfile").write_text(BASE_DOCKERFILE + extra)
     return folder
+
+
+def write_config(folder: Path, data: dict[str, Any]) -> Path:
+    """An imgctl.yaml in `folder`, keys in the order given."""
+    path = folder / "imgctl.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def write_context(folder: Path, dockerfile: str) -> Path:

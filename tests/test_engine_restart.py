@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import unique, write_base_context, write_context
+from tests.conftest import unique, write_base_context, write_config, write_context
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.engine
@@ -152,11 +151,6 @@ def daemon(engine: None) -> Iterator[Daemon]:
                     pytrace=False,
                 )
 
-
-def write_config(tmp_path: Path, data: dict) -> Path:  # type: ignore[type-arg]
-    path = tmp_path / "imgctl.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 class EngineLossMisreported(AssertionError):

@@ -8,7 +8,6 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-import yaml
 
 from imgctl import events as ev
 from imgctl.auth import remember_secret
@@ -16,17 +15,12 @@ from imgctl.render.github import GitHubRenderer
 from imgctl.render.logs import BuildLogs, log_path
 from imgctl.render.summary import print_summary, summary_rows, summary_text
 from imgctl.run import ImageResult, ReleaseResult, TagResult
-from tests.conftest import unique, write_base_context, write_context
+from tests.conftest import unique, write_base_context, write_config, write_context
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 CHATTY = 'RUN echo {marker} && for i in $(seq 1 300); do echo "chatty line $i of 300"; done\n'  # marker: no cache
 
-
-def write_config(tmp_path: Path, data: dict) -> Path:  # type: ignore[type-arg]
-    path = tmp_path / "imgctl.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 # -- real releases ---------------------------------------------------------------------------

@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_context
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_config, write_context
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.registry import RegistryServer
 
@@ -21,11 +19,6 @@ pytestmark = pytest.mark.engine
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}  # reproducible labels: a re-run builds the very same image
 
-
-def write_config(tmp_path: Path, data: dict) -> Path:  # type: ignore[type-arg]
-    path = tmp_path / "imgctl.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -11,12 +11,10 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_context
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_config, write_context
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.registry import RegistryServer
 
@@ -29,11 +27,6 @@ BURN = 'RUN i=0; end=$(( $(date +%s) + 1 )); while [ "$(date +%s)" -lt "$end" ];
 def child(base_arg: str, *, burn: bool = True, extra: str = "") -> str:
     return f"ARG {base_arg}\nFROM ${{{base_arg}}}\n" + (BURN if burn else "") + extra
 
-
-def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
-    path = tmp_path / "imgctl.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def graph_config(tmp_path: Path, host: str, ns: str) -> Path:

@@ -209,7 +209,7 @@ class Engine:
             raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
         try:
             digest, size = parser.finish()
-        except PushFailed as exc:
+        except PushFailed:
             if parser.error and is_auth_text(parser.error):
                 who = f"user {creds.username!r} (from {creds.source})" if creds else "anonymous push (no credentials found)"
                 raise AuthFailed(

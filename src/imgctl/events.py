@@ -16,6 +16,11 @@ from typing import Any
 from imgctl.errors import BuildFailed, PushFailed
 
 
+def type_name(cls: type) -> str:
+    """`LayerProgress` -> `layer_progress`: an event's `type` in JSON."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", cls.__name__).lower()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     image: str | None = None
@@ -23,7 +28,7 @@ class Event:
 
     @property
     def type(self) -> str:
-        return re.sub(r"(?<!^)([A-Z])", r"_\1", type(self).__name__).lower()
+        return type_name(type(self))
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **asdict(self)}
@@ -77,6 +82,11 @@ class LayerProgress(Event):
     status: str
     current: int | None = None
     total: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The layer is in the registry: pushed now, already there, or mounted from another repository."""
+        return self.status in ("Pushed", "Layer already exists") or self.status.startswith("Mounted from")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,7 +329,7 @@ def event_types() -> dict[str, type[Event]]:
     stack = list(Event.__subclasses__())
     while stack:
         cls = stack.pop()
-        found[re.sub(r"(?<!^)([A-Z])", r"_\1", cls.__name__).lower()] = cls
+        found[type_name(cls)] = cls
         stack.extend(cls.__subclasses__())
     return found
 

@@ -60,8 +60,7 @@ class RegistryClient:
 
     def manifest_digest(self, path: str, reference: str) -> str | None:
         """The digest `path:reference` points at, or None if the registry has no such tag."""
-        url = f"{base_url(self.host)}/v2/{path}/manifests/{reference}"
-        response = self._request("HEAD", url, scope=f"repository:{path}:pull")
+        response = self._request("HEAD", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
         if response.status_code == 404:
             return None
         digest = response.headers.get("Docker-Content-Digest")
@@ -71,8 +70,7 @@ class RegistryClient:
 
     def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str | None] | None:
         """(manifest digest, value of `label` in the image config) of `path:reference`; None if absent."""
-        url = f"{base_url(self.host)}/v2/{path}/manifests/{reference}"
-        response = self._request("GET", url, scope=f"repository:{path}:pull")
+        response = self._request("GET", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
         if response.status_code == 404:
             return None
         digest = response.headers.get("Docker-Content-Digest", "")
@@ -80,7 +78,7 @@ class RegistryClient:
             config_digest = response.json()["config"]["digest"]
         except (ValueError, KeyError, TypeError):
             return digest, None  # a manifest list, or something imgctl did not push
-        blob = self._request("GET", f"{base_url(self.host)}/v2/{path}/blobs/{config_digest}", scope=f"repository:{path}:pull")
+        blob = self._request("GET", self._url(path, "blobs", config_digest), scope=f"repository:{path}:pull")
         try:
             labels = (blob.json().get("config") or {}).get("Labels") or {}
         except (ValueError, AttributeError):
@@ -90,7 +88,7 @@ class RegistryClient:
 
     def stored_size(self, path: str, reference: str) -> int | None:
         """Bytes the registry stores for `path:reference` (config and compressed layers); None if absent."""
-        response = self._request("GET", f"{base_url(self.host)}/v2/{path}/manifests/{reference}", scope=f"repository:{path}:pull")
+        response = self._request("GET", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
         if response.status_code == 404:
             return None
         try:
@@ -102,13 +100,16 @@ class RegistryClient:
     def add_tag(self, path: str, digest: str, tag: str) -> None:
         """Point `tag` at the manifest `digest` already in the repository: a tag without a push."""
         scope = f"repository:{path}:pull,push"
-        got = self._request("GET", f"{base_url(self.host)}/v2/{path}/manifests/{digest}", scope=scope)
+        got = self._request("GET", self._url(path, "manifests", digest), scope=scope)
         if got.status_code != 200:
             raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
         self._request(
-            "PUT", f"{base_url(self.host)}/v2/{path}/manifests/{tag}", scope=scope,
+            "PUT", self._url(path, "manifests", tag), scope=scope,
             body=got.content, content_type=got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0]),
         )
+
+    def _url(self, path: str, kind: str, reference: str) -> str:
+        return f"{base_url(self.host)}/v2/{path}/{kind}/{reference}"
 
     def _request(
         self, method: str, url: str, *, scope: str, body: bytes | None = None, content_type: str | None = None

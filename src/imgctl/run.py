@@ -25,10 +25,9 @@ from imgctl.events import (
     Event, FloatingHeld, ImageDone, ImageFailed, ImageSkipped, ImageStarted, LoggedIn, Retrying, Tagged, Verified,
     Reused, Unchanged, Warning,
 )
-from imgctl.plan import Plan, PlannedImage, PlannedTag, Target
+from imgctl.plan import OCI, Plan, PlannedImage, PlannedTag
 from imgctl.context import inputs_digest
 from imgctl.dockerfile import split_reference
-from imgctl.plan import OCI
 from imgctl.registry import RegistryClient
 from imgctl.units import human_bytes
 from imgctl.retry import RetryPolicy, call_with_retries

@@ -178,7 +178,7 @@ class ConsoleRenderer:
         return out
 
     def _layer(self, row: _Row, event: ev.LayerProgress) -> None:
-        if event.status in ("Pushed", "Layer already exists") or event.status.startswith("Mounted from"):
+        if event.finished:
             row.layers.pop(event.layer, None)
             row.layers_done += 1
             return

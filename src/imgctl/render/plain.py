@@ -9,8 +9,6 @@ from imgctl import events as ev
 from imgctl.auth import redact
 from imgctl.units import human_bytes
 
-LAYER_DONE = {"Pushed", "Layer already exists", "Mounted from"}
-
 
 class PlainRenderer:
     def __init__(self, out: TextIO, *, verbosity: int = 0, progress_every: float = 5.0) -> None:
@@ -70,8 +68,7 @@ class PlainRenderer:
 
     def _layer(self, event: ev.LayerProgress) -> str | None:
         key = (event.reference, event.layer)
-        done = event.status in LAYER_DONE or event.status.startswith("Mounted from")
-        if done:
+        if event.finished:
             self._last_progress.pop(key, None)
             return f"  layer {event.layer}: {event.status}"
         if event.status == "Pushing" and event.total:
