@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgctl.dockerfile import base_images, expand, logical_lines, split_reference
+from imgctl.dockerfile import base_images, escape_character, expand, instructions, logical_lines, split_reference, with_labels
 
 
 def test_plain_from() -> None:
@@ -131,3 +131,54 @@ def test_empty_from_is_ignored() -> None:
 ])
 def test_split_reference(reference: str, expected: tuple[str, str]) -> None:
     assert split_reference(reference) == expected
+
+
+# -- with_labels: the build labels as one LABEL line -------------------------------------------
+
+LABELS = {"org.opencontainers.image.version": "1.2.3", "com.example.note": 'say "hi" to $USER \\ now'}
+
+
+def test_labels_go_at_the_end_quoted_so_nothing_is_expanded() -> None:
+    folded = with_labels("FROM scratch\nCOPY a /a", LABELS, None)
+    assert folded == (
+        "FROM scratch\nCOPY a /a\n"
+        'LABEL org.opencontainers.image.version="1.2.3" com.example.note="say \\"hi\\" to \\$USER \\\\ now"\n'
+    )
+    # every instruction that was there starts on the same line, and one LABEL follows
+    assert instructions(folded)[:-1] == instructions("FROM scratch\nCOPY a /a")
+
+
+def test_labels_use_the_escape_directive() -> None:
+    text = "# escape=`\nFROM scratch\nRUN a `\n  b\n"
+    folded = with_labels(text, {"a": "x`y\\z"}, None)
+    assert folded == text + 'LABEL a="x``y\\z"\n'
+    assert escape_character(text) == "`" and escape_character("FROM scratch\n") == "\\"
+
+
+def test_labels_end_the_target_stage_before_the_next_one() -> None:
+    text = "FROM scratch AS build\nRUN a \\\n  b\n\n# next\nFROM scratch AS test\nRUN c\n"
+    folded = with_labels(text, {"a": "1"}, "BUILD")
+    assert folded == "FROM scratch AS build\nRUN a \\\n  b\n\n# next\nLABEL a=\"1\"\nFROM scratch AS test\nRUN c\n"
+    built = instructions(text)[:2]
+    assert instructions(folded)[:2] == built  # the stage built is untouched, its steps keep their lines
+    assert with_labels(text, {"a": "1"}, "test") == text + 'LABEL a="1"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "target"),
+    [
+        ("FROM scratch\nRUN a \\\n", {"a": "1"}, None),  # the last line continues
+        ("FROM scratch\nRUN a \\\n# a comment\n\n", {"a": "1"}, None),  # still continuing
+        ("ARG X=1\n", {"a": "1"}, None),  # no FROM: the build reports its own error
+        ("FROM scratch AS one\n", {"a": "1"}, "two"),  # no such stage
+        ("FROM scratch\n", {"a b": "1"}, None),  # a key LABEL cannot carry verbatim
+        ("FROM scratch\n", {"a=b": "1"}, None),
+        ("FROM scratch\n", {"a": "two\nlines"}, None),  # a value that is not one printable line
+        ("FROM scratch\n", {"a": "tab\there"}, None),
+        ("FROM scratch\n", {}, None),  # nothing to add
+    ],
+)
+def test_labels_are_left_to_the_builder_when_a_line_cannot_be_exact(
+    text: str, labels: dict[str, str], target: str | None
+) -> None:
+    assert with_labels(text, labels, target) is None

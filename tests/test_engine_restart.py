@@ -29,7 +29,9 @@ EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}  # reproducible labels: a re-run bui
 DOCKERD_LOG = Path("/var/log/imgctl-dockerd/dockerd.log")
 MARKER = "slow step starts"
 STOP_TIMEOUT = 30.0  # seconds for dockerd to exit after SIGTERM (it stops its containers first)
-START_TIMEOUT = 60.0  # seconds for a restarted dockerd to answer `docker info`
+# seconds for a restarted dockerd to answer `docker info`: on start it removes a network sandbox
+# left by every container of its last run (~0.13 s each here), so after many builds it takes a while
+START_TIMEOUT = 180.0
 
 
 def _log_tail(lines: int = 40) -> str:

@@ -51,8 +51,8 @@ def test_log_dir_holds_every_line_of_every_image(tmp_path: Path, registry, imgct
     assert any(re.match(r"Step \d+/\d+ : RUN echo \w+ && for i in", line) for line in base)
     assert any(line.startswith(" ---> ") for line in base)  # the builder's own lines too
     assert f"pushed {registry.host}/{ns}/base:1.0.0 sha256:" in "\n".join(base)
-    # the floating tag, pushed after the image was done, is appended to the same file
-    assert f"pushed {registry.host}/{ns}/base:latest sha256:" in "\n".join(base)
+    # the floating tag, added after the image was done, is appended to the same file
+    assert f"tagged {registry.host}/{ns}/base:latest sha256:" in "\n".join(base)
 
     app = (logs / "team+app.log").read_text()
     assert "app says hi\nand bye\n" in app

@@ -74,14 +74,17 @@ def test_graph_builds_in_parallel_and_respects_every_dependency(tmp_path: Path, 
     run = imgctl("release", "-c", str(config), "--version", "3.1.0", "--jobs", "3", "--output", "json")
     assert run.code == 0, run.output
     started = {e["image"]: e["time"] for e in run.of_type("image_started")}
+    built = {e["image"]: e["time"] for e in run.of_type("build_done")}
     done = {e["image"]: e["time"] for e in run.of_type("image_done")}
-    pushed_first = {}
-    for e in run.of_type("push_done"):
-        pushed_first.setdefault(e["image"], e["time"])
-    # every image starts only after each of its dependencies was pushed
+    pushing = {}
+    for e in run.of_type("push_started"):
+        pushing.setdefault(e["image"], e["time"])
+    # every image builds only after each of its dependencies was built, and pushes only after
+    # each of them was pushed
     for name, needs in deps.items():
         for dep in needs:
-            assert started[name] >= done[dep], (name, dep)
+            assert started[name] >= built[dep], (name, dep)
+            assert pushing[name] >= done[dep], (name, dep)
     # independent builds overlapped: the two bases, and the three mids
     assert started["base2"] < done["base1"] and started["base1"] < done["base2"]
     mids = ["mid1", "mid2", "mid3"]
@@ -122,6 +125,50 @@ def test_failed_image_skips_dependents_and_holds_latest(tmp_path: Path, registry
     assert registry.manifest_digest(f"{ns}/app", "1.1.0") is None
     assert {n: registry.manifest_digest(f"{ns}/{n}", "latest") for n in latest_before} == latest_before
     assert "held back: 1 image failed, 1 skipped" in second.stderr
+
+
+def _base_and_app(tmp_path: Path, host: str, ns: str) -> Path:
+    write_base_context(tmp_path / "base")
+    write_context(tmp_path / "app", child("B"))
+    return write_config(tmp_path, {
+        "registry": host, "namespace": ns,
+        "images": [
+            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
+            {"name": "app", "context": "app", "build_args": {"B": "{registry}/{namespace}/base:{version}"},
+             "tags": ["{version}", "latest"]},
+        ],
+    })
+
+
+def test_dependents_build_while_their_base_pushes_and_push_after_it(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    ns = unique()
+    # base's push is held for 4 s at its manifest: app, built FROM the local base, must not wait for it
+    rule = Rule("PUT", rf"^/v2/{ns}/base/manifests/", "stall", count=1, stall_seconds=4)
+    with FaultProxy(registry.host, [rule]) as proxy:
+        run = imgctl("release", "-c", str(_base_and_app(tmp_path, proxy.host, ns)), "--version", "1.0.0", "-o", "json")
+        assert proxy.fired(rule) == 1
+    assert run.code == 0, run.output
+    at = {(e["type"], e["image"]): e["time"] for e in reversed(run.events()) if e.get("image")}  # first of each
+    assert at["build_done", "base"] <= at["image_started", "app"] < at["image_done", "base"]
+    assert at["push_started", "app"] >= at["image_done", "base"]
+    for name in ("base", "app"):
+        assert registry.manifest_digest(f"{ns}/{name}", "latest") == registry.manifest_digest(f"{ns}/{name}", "1.0.0")
+
+
+def test_a_base_that_fails_to_push_keeps_its_built_dependents_unpublished(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    ns = unique()
+    rule = Rule("PUT", rf"^/v2/{ns}/base/manifests/", "status", count=100, status=403)
+    with FaultProxy(registry.host, [rule]) as proxy:
+        run = imgctl("release", "-c", str(_base_and_app(tmp_path, proxy.host, ns)), "--version", "1.0.0", "-o", "json")
+        assert proxy.fired(rule) >= 1
+    assert run.code == 1, run.output
+    assert [e["image"] for e in run.of_type("build_done")] == ["base", "app"]  # app built meanwhile...
+    assert [e["image"] for e in run.of_type("image_failed")] == ["base"]
+    skipped = run.of_type("image_skipped")
+    assert [(e["image"], e["reason"]) for e in skipped] == [("app", "dependency base failed; not pushed")]
+    assert not [e for e in run.of_type("push_started") if e["image"] == "app"]  # ...and never pushed
+    assert registry.tags(f"{ns}/app") == [] and registry.tags(f"{ns}/base") == []
+    assert [h["reason"] for h in run.of_type("floating_held")] == ["1 image failed, 1 skipped"]
 
 
 def test_prerelease_moves_no_floating_tag(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]

@@ -22,9 +22,11 @@ import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from imgctl.dockerfile import with_labels
 from imgctl.errors import BuildFailed
 
 CHUNK = 1 << 20
+GENERATED_DOCKERFILE = ".imgctl.Dockerfile"  # the Dockerfile with the labels in it; the engine drops it
 
 # Characters the patternmatcher escapes; everything else goes into the regexp as written.
 _ESCAPE = frozenset(".+()|{}$")
@@ -169,42 +171,64 @@ def read_dockerignore(data: bytes) -> list[str]:
     return patterns
 
 
+class _Context:
+    """A checked build context: its real root, the Dockerfile's name and real path, .dockerignore."""
+
+    def __init__(self, context: Path, dockerfile: str) -> None:
+        """Every error names the path."""
+        try:
+            root = os.path.realpath(context, strict=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BuildFailed(f"build context {context} is a symlink loop") from None
+            raise BuildFailed(f"build context {context} does not exist") from None
+        if not os.path.isdir(root):
+            raise BuildFailed(f"build context {context} is a file; it must be a folder")
+        name = _clean(dockerfile.replace(os.sep, "/"))
+        if name.startswith("/") or name == ".." or name.startswith("../"):
+            raise BuildFailed(f"the Dockerfile {dockerfile!r} is outside the build context {context}")
+        try:
+            target = os.path.realpath(os.path.join(root, name), strict=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BuildFailed(f"the Dockerfile {dockerfile!r} in {context} is a symlink loop") from None
+            raise BuildFailed(f"Dockerfile {dockerfile!r} not found in the build context {context}") from None
+        resolved = os.path.relpath(target, root)
+        if resolved == ".." or resolved.startswith("../") or not os.path.isfile(target):
+            raise BuildFailed(f"the Dockerfile {dockerfile!r} in {context} is not a file inside the context")
+        try:
+            with open(os.path.join(root, ".dockerignore"), "rb") as f:
+                self.ignore_file: bytes | None = f.read()
+        except FileNotFoundError:
+            self.ignore_file = None
+        except OSError as exc:
+            raise BuildFailed(f"cannot read .dockerignore in {context}: {exc.strerror}") from None
+        self.context, self.root, self.name, self.resolved = context, root, name, resolved
+        self.ignored = read_dockerignore(self.ignore_file) if self.ignore_file is not None else []
+
+    def matcher(self, always: tuple[str, ...]) -> _Matcher:
+        """The .dockerignore rules, except that the paths in `always` are sent whatever they say."""
+        lines = list(self.ignored)
+        for path in dict.fromkeys(always):
+            if _Matcher(lines).matches_or_parent(path):
+                lines.append("!" + path)
+        return _Matcher(lines)
+
+    def dockerfile_text(self) -> bytes:
+        try:
+            with open(os.path.join(self.root, self.resolved), "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise BuildFailed(f"cannot read the Dockerfile {self.name!r} in {self.context}: {exc.strerror}") from None
+
+
 def _prepare(context: Path, dockerfile: str) -> tuple[str, _Matcher]:
     """Resolve the context and its Dockerfile; build the matcher. Every error names the path."""
-    try:
-        root = os.path.realpath(context, strict=True)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise BuildFailed(f"build context {context} is a symlink loop") from None
-        raise BuildFailed(f"build context {context} does not exist") from None
-    if not os.path.isdir(root):
-        raise BuildFailed(f"build context {context} is a file; it must be a folder")
-    name = _clean(dockerfile.replace(os.sep, "/"))
-    if name.startswith("/") or name == ".." or name.startswith("../"):
-        raise BuildFailed(f"the Dockerfile {dockerfile!r} is outside the build context {context}")
-    try:
-        target = os.path.realpath(os.path.join(root, name), strict=True)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise BuildFailed(f"the Dockerfile {dockerfile!r} in {context} is a symlink loop") from None
-        raise BuildFailed(f"Dockerfile {dockerfile!r} not found in the build context {context}") from None
-    resolved = os.path.relpath(target, root)
-    if resolved == ".." or resolved.startswith("../") or not os.path.isfile(target):
-        raise BuildFailed(f"the Dockerfile {dockerfile!r} in {context} is not a file inside the context")
-    try:
-        with open(os.path.join(root, ".dockerignore"), "rb") as f:
-            lines = read_dockerignore(f.read())
-    except FileNotFoundError:
-        lines = []
-    except OSError as exc:
-        raise BuildFailed(f"cannot read .dockerignore in {context}: {exc.strerror}") from None
+    checked = _Context(context, dockerfile)
     # The CLI always sends .dockerignore and the Dockerfile; the engine reads them, then drops those
     # that .dockerignore names.
     # If the Dockerfile is a symlink, its target is sent too, so the engine can follow it.
-    for always in dict.fromkeys([".dockerignore", name, resolved]):
-        if _Matcher(lines).matches_or_parent(always):
-            lines.append("!" + always)
-    return root, _Matcher(lines)
+    return checked.root, checked.matcher((".dockerignore", checked.name, checked.resolved))
 
 
 def _walk(root: str, matcher: _Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -316,12 +340,53 @@ def stream_context(context: Path, dockerfile: str) -> Iterator[bytes]:
     return _tar_chunks(root, matcher)
 
 
-def _tar_chunks(root: str, matcher: _Matcher) -> Iterator[bytes]:
+def build_context(
+    context: Path, dockerfile: str, labels: Mapping[str, str], target: str | None
+) -> tuple[Iterator[bytes], str, dict[str, str]]:
+    """What a build sends: the context tar, the Dockerfile to name, the labels left to pass as build labels.
+
+    The classic builder makes one step (a container and a commit) per build label. So, when it
+    can, imgctl puts them in one LABEL line of a copy of the Dockerfile (dockerfile.with_labels),
+    sent as GENERATED_DOCKERFILE and named in the .dockerignore sent with it. The engine drops
+    both before the build sees the context, as it does for the file the docker CLI adds when its
+    Dockerfile comes from outside the context. Only when the build then sees exactly the context a
+    plain build would: no .dockerignore, or one that ignores itself.
+    """
+    checked = _Context(Path(context), dockerfile)
+    if labels:
+        chunks = _with_labels(checked, labels, target)
+        if chunks is not None:
+            return chunks, GENERATED_DOCKERFILE, {}
+    return _tar_chunks(checked.root, checked.matcher((".dockerignore", checked.name, checked.resolved))), dockerfile, dict(labels)
+
+
+def _with_labels(checked: _Context, labels: Mapping[str, str], target: str | None) -> Iterator[bytes] | None:
+    keeps_itself = checked.ignore_file is not None and not _Matcher(checked.ignored).matches_or_parent(".dockerignore")
+    if keeps_itself or os.path.lexists(os.path.join(checked.root, GENERATED_DOCKERFILE)):
+        return None  # a COPY would see the changed .dockerignore, or the name is taken
+    try:
+        folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
+    except UnicodeDecodeError:
+        return None
+    if folded is None:
+        return None
+    ignore = checked.ignore_file + b"\n" if checked.ignore_file is not None else b".dockerignore\n"
+    replaced = {".dockerignore": ignore + GENERATED_DOCKERFILE.encode() + b"\n", GENERATED_DOCKERFILE: folded.encode()}
+    # The Dockerfile itself is sent only if the build would see it: the engine reads the copy.
+    return _tar_chunks(checked.root, checked.matcher((".dockerignore",)), replaced)
+
+
+def _tar_chunks(root: str, matcher: _Matcher, replaced: Mapping[str, bytes] | None = None) -> Iterator[bytes]:
+    """The tar of the walk; a file named in `replaced` is sent with that content (added if absent)."""
     buf = bytearray()
     linked: dict[tuple[int, int], str] = {}
+    extra = dict(replaced or {})
     for rel, full, st in _walk(root, matcher):
         mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
-        if not stat.S_ISREG(st.st_mode):
+        if rel in extra and stat.S_ISREG(st.st_mode):
+            content = extra.pop(rel)
+            buf += _header(rel, mode, len(content), mtime, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
+        elif not stat.S_ISREG(st.st_mode):
             kind = _KINDS[stat.S_IFMT(st.st_mode)]
             linkname = os.readlink(full) if kind == tarfile.SYMTYPE else ""
             buf += _header(rel + "/" if kind == tarfile.DIRTYPE else rel, mode, 0, mtime, kind, linkname, st.st_rdev)
@@ -343,6 +408,8 @@ def _tar_chunks(root: str, matcher: _Matcher) -> Iterator[bytes]:
         if len(buf) >= CHUNK:
             yield bytes(buf)
             buf.clear()
+    for rel, content in extra.items():
+        buf += _header(rel, 0o600, len(content), 0, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
     buf += bytes(1024)
     yield bytes(buf)
 

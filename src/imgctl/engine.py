@@ -16,7 +16,7 @@ import docker.errors
 import requests
 
 from imgctl.auth import Credentials
-from imgctl.context import stream_context
+from imgctl.context import build_context
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
 from imgctl.events import (
@@ -112,11 +112,13 @@ class Engine:
         parser = BuildStreamParser(image.name)
         try:
             # The context is streamed while the tree is walked (docker-py would write a temp tar first).
-            context = stream_context(image.context, image.dockerfile)
+            context, dockerfile, labels = build_context(
+                image.context, image.dockerfile, {**image.labels, **(extra_labels or {})}, image.target
+            )
             stream = self._api("build").build(
                 fileobj=context, custom_context=True, encoding=None,
-                dockerfile=image.dockerfile, target=image.target,
-                buildargs=dict(image.build_args), labels={**image.labels, **(extra_labels or {})},
+                dockerfile=dockerfile, target=image.target,
+                buildargs=dict(image.build_args), labels=labels,
                 rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
             )
             for record in _records(stream):

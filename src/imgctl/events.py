@@ -103,6 +103,15 @@ class Verified(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TagAdded(Event):
+    """The image was in the tag's repository already (pushed under another tag, or reused): the
+    tag was added with one manifest PUT, without a push."""
+
+    reference: str
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Reused(Event):
     """--skip-unchanged: the registry holds an image built from the same inputs; no build."""
 

@@ -68,8 +68,9 @@ class RegistryClient:
             raise RegistryError(f"{self.host} answered without a Docker-Content-Digest for {path}:{reference}")
         return digest
 
-    def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str | None] | None:
-        """(manifest digest, value of `label` in the image config) of `path:reference`; None if absent."""
+    def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str, str | None] | None:
+        """(manifest digest, config digest: the image id, value of `label` in the image config) of
+        `path:reference`; None if absent, or not a single image."""
         response = self._request("GET", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
         if response.status_code == 404:
             return None
@@ -77,14 +78,14 @@ class RegistryClient:
         try:
             config_digest = response.json()["config"]["digest"]
         except (ValueError, KeyError, TypeError):
-            return digest, None  # a manifest list, or something imgctl did not push
+            return None  # a manifest list, or something imgctl did not push
         blob = self._request("GET", self._url(path, "blobs", config_digest), scope=f"repository:{path}:pull")
         try:
             labels = (blob.json().get("config") or {}).get("Labels") or {}
         except (ValueError, AttributeError):
             labels = {}
         value = labels.get(label)
-        return digest, value if isinstance(value, str) else None
+        return digest, config_digest, value if isinstance(value, str) else None
 
     def stored_size(self, path: str, reference: str) -> int | None:
         """Bytes the registry stores for `path:reference` (config and compressed layers); None if absent."""
@@ -103,10 +104,12 @@ class RegistryClient:
         got = self._request("GET", self._url(path, "manifests", digest), scope=scope)
         if got.status_code != 200:
             raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
-        self._request(
+        put = self._request(
             "PUT", self._url(path, "manifests", tag), scope=scope,
             body=got.content, content_type=got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0]),
         )
+        if put.status_code != 201:
+            raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
 
     def _url(self, path: str, kind: str, reference: str) -> str:
         return f"{base_url(self.host)}/v2/{path}/{kind}/{reference}"

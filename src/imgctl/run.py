@@ -23,7 +23,7 @@ from imgctl.errors import (
 )
 from imgctl.events import (
     Event, FloatingHeld, ImageDone, ImageFailed, ImageSkipped, ImageStarted, LoggedIn, Retrying, Tagged, Verified,
-    Reused, Unchanged, Warning,
+    Reused, TagAdded, Unchanged, Warning,
 )
 from imgctl.plan import OCI, Plan, PlannedImage, PlannedTag
 from imgctl.context import inputs_digest
@@ -116,7 +116,9 @@ class Release:
         self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
         self._pulled: set[str] = set()
         self._pull_lock = threading.Lock()
-        self._reuse: dict[tuple[str, str], str] = {}  # (image, registry) -> digest whose inputs match
+        self._reuse: dict[tuple[str, str, str], str] = {}  # (image, registry, repository) -> digest whose inputs match
+        self._settled = {image.name: threading.Event() for image in plan.images}  # its worker ended, or it was skipped
+        self._finished: queue.Queue[tuple[str, str]] = queue.Queue()  # (image, built | done | failed) for the scheduler
         self._emit_lock = threading.Lock()
         self._emit = emit
         self._creds: dict[str, Credentials | None] = {}
@@ -175,16 +177,16 @@ class Release:
             self._registries[target.key] = RegistryClient(target.host, creds)
 
     def _run_graph(self) -> None:
-        """Start each image once its dependencies are pushed; `jobs` builds run at once.
+        """Start each image once its dependencies are built; `jobs` builds run at once.
 
-        An image holds a build slot only while it builds, so its pushes overlap other builds.
+        An image holds a build slot only while it builds, so its pushes overlap other builds. It
+        pushes only once its dependencies are pushed (see _wait_for_dependencies).
 
         On cancellation (SIGINT/SIGTERM set `cancelled`), start nothing new and give running
         images `grace_seconds` to finish before giving up on them.
         """
         waiting = [image.name for image in self.plan.images]
         state: dict[str, str] = {}
-        finished: queue.Queue[tuple[str, bool]] = queue.Queue()
         running: set[str] = set()
         stop_reason: str | None = None
         deadline: float | None = None
@@ -205,12 +207,12 @@ class Release:
             self._stop_reason = stop_reason
             if stop_reason is None:
                 for name in list(waiting):
-                    if all(state.get(d) == "done" for d in self.plan.image(name).depends_on):
+                    if all(state.get(d) in ("built", "done") for d in self.plan.image(name).depends_on):
                         waiting.remove(name)
                         state[name] = "running"
                         running.add(name)
                         threading.Thread(
-                            target=self._worker, args=(self.plan.image(name), finished), name=f"imgctl-{name}", daemon=True
+                            target=self._worker, args=(self.plan.image(name),), name=f"imgctl-{name}", daemon=True
                         ).start()
             if not running:
                 break
@@ -219,12 +221,14 @@ class Release:
                     self._fail(name, "interrupted", "still running when the grace period ended")
                 break
             try:  # a timeout keeps the loop responsive to cancellation
-                name, ok = finished.get(timeout=0.2)
+                name, outcome = self._finished.get(timeout=0.2)
             except queue.Empty:
                 continue
+            state[name] = outcome
+            if outcome == "built":
+                continue  # still running: it pushes next
             running.discard(name)
-            state[name] = "done" if ok else "failed"
-            if not ok and self.fail_fast:
+            if outcome == "failed" and self.fail_fast:
                 stop_reason = "--fail-fast: an image failed"
         for name in waiting:
             self._skip(name, stop_reason or "not started")
@@ -233,10 +237,11 @@ class Release:
         result = self.results[name]
         result.status, result.error = "skipped", reason
         self.emit(ImageSkipped(image=name, reason=reason))
+        self._settled[name].set()
 
     # -- one image -----------------------------------------------------------------------
 
-    def _worker(self, image: PlannedImage, finished: queue.Queue[tuple[str, bool]]) -> None:
+    def _worker(self, image: PlannedImage) -> None:
         ok = False
         try:
             ok = self._release_image(image)
@@ -245,7 +250,22 @@ class Release:
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
-            finished.put((image.name, ok))
+            self._settled[image.name].set()
+            outcome = "done" if ok else "skipped" if self.results[image.name].status == "skipped" else "failed"
+            self._finished.put((image.name, outcome))
+
+    def _wait_for_dependencies(self, image: PlannedImage) -> str | None:
+        """Block until every dependency has settled; why this image must not push, if it must not.
+
+        An image may build as soon as its bases are built, but it pushes only after they are
+        pushed: a release never publishes an image whose base failed to publish, and the layers
+        it shares with its bases are then mounted from their repositories, not uploaded again.
+        """
+        for dep in image.depends_on:
+            self._settled[dep].wait()
+            if self.results[dep].status != "released":
+                return f"dependency {dep} {self.results[dep].status}"
+        return None
 
     def _release_image(self, image: PlannedImage) -> bool:
         result = self.results[image.name]
@@ -297,11 +317,17 @@ class Release:
             result.seconds = time.monotonic() - started
             self.emit(ImageDone(image=image.name, digests={}))
             return True
+        self._finished.put((image.name, "built"))  # its dependents may start building now
         return self._push_all(image, started)
 
     def _push_all(self, image: PlannedImage, started: float) -> bool:
         """Push the immutable tags; every tag is tried, so one registry failing does not hide another."""
         result = self.results[image.name]
+        held = self._wait_for_dependencies(image)
+        if held:
+            result.status, result.error = "skipped", f"{held}; not pushed"
+            self.emit(ImageSkipped(image=image.name, reason=result.error))
+            return False
         first = (image.floating_tags or image.tags or (None,))[0]
         result.previous_size = self._stored_size(first) if first else None
         failed = []
@@ -365,30 +391,34 @@ class Release:
                         self.emit(Warning(image=image.name, message=f"could not pull the reused base {base}: {problem}"))
 
     def _base_digest(self, base: str) -> str | None:
-        """The digest of a base image: this run's result for an image of the config, else the local id."""
+        """The image id of a base image: for an image of this run, the one it built or reused (its
+        dependents build once it is built, before any push); else the local image's."""
         repository = split_reference(base)
-        ours = [r for i in self.plan.images for r in self.results[i.name].tags if split_reference(r.reference) == repository]
-        if ours:  # every tag of an image of this run names one digest per registry
-            return next((r.digest for r in ours if r.digest), None)
+        for image in self.plan.images:
+            if any(split_reference(r.reference) == repository for r in self.results[image.name].tags):
+                return self.results[image.name].image_id
         return self.engine.local_image_id(base)
 
     def _find_same_inputs(self, image: PlannedImage, inputs: str) -> bool:
         """True if every registry already holds an image of this one's tags built from the same inputs."""
-        found: dict[str, str] = {}
+        found: dict[tuple[str, str], str] = {}  # every repository must hold it: a tag is added there
+        image_id: str | None = None
         for tag in image.tags + image.held_back:
-            if tag.target in found:
+            if (tag.target, tag.api_path) in found:
                 continue
             registry = self._registry(tag)
             try:
                 seen = registry.inputs_of(tag.api_path, tag.tag, INPUTS_LABEL)
             except ImgctlError:
                 seen = None
-            if seen and seen[1] == inputs:
-                found[tag.target] = seen[0]
-        if {t.target for t in image.tags} - set(found):
+            if seen and seen[2] == inputs:
+                found[tag.target, tag.api_path] = seen[0]
+                image_id = image_id or seen[1]
+        if {(t.target, t.api_path) for t in image.tags} - set(found):
             return False
-        for target, digest in found.items():
-            self._reuse[(image.name, target)] = digest
+        self.results[image.name].image_id = image_id
+        for (target, path), digest in found.items():
+            self._reuse[(image.name, target, path)] = digest
         self.emit(Reused(image=image.name, inputs=inputs))
         return True
 
@@ -400,7 +430,7 @@ class Release:
         registry = self._registry(tag)
         try:
             current = self._current_digest(registry, image.name, tag)
-            reuse = self._reuse.get((image.name, tag.target))
+            reuse = self._in_repository(image, tag)
             same = current == reuse if reuse else bool(
                 current and result.image_id and current in self.engine.pushed_digests(result.image_id, tag.repository)
             )
@@ -409,7 +439,7 @@ class Release:
                 tag_result.status, tag_result.digest, tag_result.verified = "unchanged", current, True
                 self.emit(Unchanged(image=image.name, reference=tag.reference, digest=current))
                 return True
-            if reuse:  # --skip-unchanged: point the tag at the manifest already there, nothing to push
+            if reuse:  # the image is in that repository already: point the tag at it, nothing to push
                 call_with_retries(
                     lambda: registry.add_tag(tag.api_path, reuse, tag.tag),
                     policy=self.policy,
@@ -417,6 +447,7 @@ class Release:
                     cancelled=self.cancelled.is_set,
                 )
                 digest = reuse
+                self.emit(TagAdded(image=image.name, reference=tag.reference, digest=digest))
             else:
                 digest, _size = call_with_retries(
                     lambda: self.engine.push(image.name, tag, creds, self.emit),
@@ -447,6 +478,24 @@ class Release:
         tag_result.status, tag_result.verified = "pushed", True
         self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
         return True
+
+    def _in_repository(self, image: PlannedImage, tag: PlannedTag) -> str | None:
+        """The manifest digest of this image already in the tag's repository, if any.
+
+        Either --skip-unchanged found it there, or another tag of the image was pushed and verified
+        there this run. A tag then costs one manifest PUT, not a push through the engine (which
+        would check every layer again).
+        """
+        reused = self._reuse.get((image.name, tag.target, tag.api_path))
+        if reused:
+            return reused
+        result = self.results[image.name]
+        for other in image.tags:
+            if other.target == tag.target and other.api_path == tag.api_path and other.tag != tag.tag:
+                done = result.tag(other.reference)
+                if done.verified and done.digest:
+                    return done.digest
+        return None
 
     def _registry(self, tag: PlannedTag) -> RegistryClient:
         """The client for the tag's registry (made at login; made here when nothing is pushed)."""

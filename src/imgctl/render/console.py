@@ -151,12 +151,13 @@ class ConsoleRenderer:
             row.started = row.started or event.time
         elif isinstance(event, ev.LayerProgress):
             self._layer(row, event)
-        elif isinstance(event, ev.PushDone):
+        elif isinstance(event, (ev.PushDone, ev.TagAdded)):
             row.layers = {}
             if row.ended is not None:  # a floating tag, pushed after the image was done
                 row.state = "done"
                 if not quiet:
-                    out.append(history(("✓ ", "green"), (name, "bold"), f" pushed {event.reference} {short_digest(event.digest)}"))
+                    what = "pushed" if isinstance(event, ev.PushDone) else "tagged"
+                    out.append(history(("✓ ", "green"), (name, "bold"), f" {what} {event.reference} {short_digest(event.digest)}"))
         elif isinstance(event, ev.ImageDone):
             row.state, row.ended, row.layers = "done", event.time, {}
             count = len(event.digests)

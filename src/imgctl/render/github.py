@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from imgctl import events as ev
 from imgctl.auth import redact
-from imgctl.dockerfile import logical_lines
+from imgctl.dockerfile import instructions, logical_lines
 from imgctl.units import human_bytes
 
 if TYPE_CHECKING:
@@ -75,7 +75,6 @@ _ANNOTATION_TAIL = 10
 # Tag statuses whose reference the registry holds, confirmed, after the release: "unchanged" is a
 # re-run that found this very image already there under that tag (nothing needed pushing).
 IN_REGISTRY = ("pushed", "unchanged")
-_UNCHANGED = getattr(ev, "Unchanged", None)
 
 
 def on_github_actions(environ: Mapping[str, str]) -> bool:
@@ -124,45 +123,6 @@ def secrets_for(plan: Plan, environ: Mapping[str, str]) -> list[str]:
     return [environ[t.password_env] for t in plan.targets if t.password_env and environ.get(t.password_env)]
 
 
-_INSTRUCTION_WORD = re.compile(r"^[A-Za-z]+\b")
-_DIRECTIVE = re.compile(r"^#\s*([A-Za-z]+)\s*=\s*(\S+)\s*$")
-
-
-def _instructions(text: str) -> list[tuple[int, str]]:
-    """(1-based line where it starts, text as the classic builder prints it) per instruction.
-
-    Mirrors the builder: parser directives and comments are not instructions, continuation lines
-    are joined without the escape character, comment lines inside a continuation are dropped.
-    """
-    escape = "\\"
-    lines = text.splitlines()
-    for raw in lines:  # parser directives come first, before any blank line or instruction
-        match = _DIRECTIVE.match(raw.strip())
-        if not match:
-            break
-        if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
-            escape = match.group(2)
-    out: list[tuple[int, str]] = []
-    start: int | None = None
-    current = ""
-    for number, raw in enumerate(lines, start=1):
-        stripped = raw.strip()
-        if start is None:
-            if not stripped or stripped.startswith("#"):
-                continue
-            start = number
-        elif stripped.startswith("#"):
-            continue
-        if raw.rstrip().endswith(escape):
-            current += raw.rstrip()[:-1]
-            continue
-        out.append((start, current + raw))
-        start, current = None, ""
-    if start is not None and current.strip():
-        out.append((start, current))
-    return out
-
-
 def _normal(text: str) -> str:
     return " ".join(text.split())
 
@@ -176,7 +136,7 @@ def dockerfile_line(dockerfile: str, step: int, total: int, instruction: str) ->
     as the step. Anything else (a label step, heredocs, a Dockerfile changed since, an unusual
     escape) gives None rather than a wrong line.
     """
-    found = _instructions(dockerfile)
+    found = instructions(dockerfile)
     if not (1 <= step <= min(total, len(found))):
         return None
     if len(logical_lines(dockerfile)) != len(found):
@@ -289,7 +249,9 @@ class GitHubRenderer:
                 self._note(image, f"built in {event.seconds:.1f}s")
             elif isinstance(event, ev.PushDone):
                 self._note(image, f"pushed {event.reference}")
-            elif _UNCHANGED is not None and isinstance(event, _UNCHANGED):
+            elif isinstance(event, ev.TagAdded):
+                self._note(image, f"tagged {event.reference}")
+            elif isinstance(event, ev.Unchanged):
                 self._note(image, f"unchanged {event.reference}")
             if len(self._held[image]) >= MAX_BUFFERED:
                 self._parts[image] = self._parts.get(image, 0) + 1

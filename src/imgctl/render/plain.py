@@ -54,6 +54,8 @@ class PlainRenderer:
             return self._layer(event)
         if isinstance(event, ev.PushDone):
             return f"pushed {event.reference} {event.digest}"
+        if isinstance(event, ev.TagAdded):
+            return f"tagged {event.reference} {event.digest} in the registry (the image was there: no push)"
         if isinstance(event, ev.Reused):
             return f"inputs unchanged ({event.inputs[:19]}): no build, reusing the image in the registry"
         if isinstance(event, ev.Unchanged):
