@@ -10,7 +10,7 @@ export DOCKER_BUILDKIT=0
 while read -r name base; do
   args=()
   if [ "$base" != "-" ]; then args+=(--build-arg "BASE=$repo/$base:$version"); fi
-  docker build $cache -t "$repo/$name:$version" "${args[@]}" "$folder/$name"
+  docker build ${cache:+"$cache"} -t "$repo/$name:$version" "${args[@]}" "$folder/$name"
   docker tag "$repo/$name:$version" "$repo/$name:$minor"
   docker tag "$repo/$name:$version" "$repo/$name:latest"
   for tag in "$version" "$minor" latest; do

@@ -39,7 +39,9 @@ INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-u
 
 
 def default_jobs() -> int:
-    return max(2, os.cpu_count() or 1)
+    # Twice the cores: a build step that waits (a commit, a container start, the context upload)
+    # leaves its core to another build, and fewer cores sit idle when a level of the graph ends.
+    return max(4, 2 * (os.cpu_count() or 1))
 
 
 @dataclass
