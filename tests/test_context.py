@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from imgctl.context import CHUNK, context_files, inputs_digest, stream_context
+from imgctl.context import CHUNK, GENERATED_DOCKERFILE, build_context, context_files, inputs_digest, stream_context
 from imgctl.errors import BuildFailed
 from tests.conftest import BUSYBOX
 
@@ -417,3 +417,57 @@ def test_real_build_from_the_stream_shares_the_cli_cache(tmp_path: Path, engine:
             assert done.stdout.count("Using cache") == 4, done.stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+# -- build_context: the labels in a generated Dockerfile ------------------------------------------
+
+def _members(chunks: Iterator[bytes]) -> dict[str, bytes | None]:
+    """name -> content (None for anything but a regular file) of a tar stream."""
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        return {m.name: tar.extractfile(m).read() if m.isfile() else None for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+LABELS = {"org.opencontainers.image.version": "1.0.0"}
+FOLDED = b'FROM scratch\nCOPY . /\nLABEL org.opencontainers.image.version="1.0.0"\n'
+
+
+def test_build_context_without_dockerignore_adds_one_the_engine_drops_with_the_copy(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "a.txt").write_text("a")
+    chunks, dockerfile, labels = build_context(tmp_path, "Dockerfile", LABELS, None)
+    assert (dockerfile, labels) == (GENERATED_DOCKERFILE, {})
+    assert _members(chunks) == {
+        "Dockerfile": b"FROM scratch\nCOPY . /\n", "a.txt": b"a",  # the context as it is
+        ".dockerignore": b".dockerignore\n.imgctl.Dockerfile\n", GENERATED_DOCKERFILE: FOLDED,
+    }
+
+
+def test_build_context_with_a_dockerignore_that_ignores_itself(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.log").write_text("b")
+    (tmp_path / ".dockerignore").write_text("*.log\n.dockerignore\nDockerfile")
+    chunks, dockerfile, _ = build_context(tmp_path, "Dockerfile", LABELS, None)
+    assert dockerfile == GENERATED_DOCKERFILE
+    assert _members(chunks) == {  # the Dockerfile, ignored, is not sent: nothing reads it
+        "a.txt": b"a", ".dockerignore": b"*.log\n.dockerignore\nDockerfile\n.imgctl.Dockerfile\n", GENERATED_DOCKERFILE: FOLDED,
+    }
+
+
+@pytest.mark.parametrize("case", ["keeps-itself", "symlinked", "name-taken", "continues", "not-utf8"])
+def test_build_context_leaves_the_labels_to_the_builder_when_the_context_would_change(case: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    if case == "keeps-itself":
+        (tmp_path / ".dockerignore").write_text("*.log\n")
+    elif case == "symlinked":
+        (tmp_path / "ignore").write_text(".dockerignore\n")
+        (tmp_path / ".dockerignore").symlink_to("ignore")
+    elif case == "name-taken":
+        (tmp_path / GENERATED_DOCKERFILE).write_text("mine")
+    elif case == "continues":
+        (tmp_path / "Dockerfile").write_text("FROM scratch\nRUN a \\\n")
+    else:
+        (tmp_path / "Dockerfile").write_bytes(b"FROM scratch\n# caf\xe9\n")
+    chunks, dockerfile, labels = build_context(tmp_path, "Dockerfile", LABELS, None)
+    assert (dockerfile, labels) == ("Dockerfile", LABELS)
+    assert b"".join(chunks) == b"".join(stream_context(tmp_path, "Dockerfile"))

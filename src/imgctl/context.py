@@ -362,8 +362,9 @@ def build_context(
 
 def _with_labels(checked: _Context, labels: Mapping[str, str], target: str | None) -> Iterator[bytes] | None:
     keeps_itself = checked.ignore_file is not None and not _Matcher(checked.ignored).matches_or_parent(".dockerignore")
-    if keeps_itself or os.path.lexists(os.path.join(checked.root, GENERATED_DOCKERFILE)):
-        return None  # a COPY would see the changed .dockerignore, or the name is taken
+    linked = os.path.islink(os.path.join(checked.root, ".dockerignore"))
+    if keeps_itself or linked or os.path.lexists(os.path.join(checked.root, GENERATED_DOCKERFILE)):
+        return None  # a COPY would see the changed .dockerignore, it is not a plain file, or the name is taken
     try:
         folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
     except UnicodeDecodeError:

@@ -60,26 +60,28 @@ class Engine:
         self.push_timeout = push_timeout
         self.control_timeout = control_timeout
         self._local = threading.local()
+        self._version: str | None = None  # the API version the first client agreed with the engine
 
     def _api(self, kind: str) -> docker.APIClient:
         clients = self._local.__dict__.setdefault("clients", {})
         if kind not in clients:
             timeout = {"control": self.control_timeout, "push": self.push_timeout, "build": None}[kind]
+            # Every new client would ask the engine for its API version again (one per thread and kind).
+            options = {"timeout": timeout} if timeout else {}
             try:
-                client = docker.from_env(timeout=timeout) if timeout else docker.from_env()
+                client = docker.from_env(version=self._version, **options) if self._version else docker.from_env(**options)
             except docker.errors.DockerException as exc:
                 raise _unavailable(exc) from None
             if timeout is None:
                 client.api.timeout = None  # builds may print nothing for a long time
+            self._version = self._version or client.api.api_version
             clients[kind] = client.api
         return clients[kind]
 
     def connect(self) -> str:
         """Check that the engine answers; return its version."""
         try:
-            api = self._api("control")
-            api.ping()
-            return str(api.version().get("Version", "?"))
+            return str(self._api("control").version().get("Version", "?"))
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise _unavailable(exc) from None
 
@@ -152,7 +154,11 @@ class Engine:
     def tag(self, image_id: str, tag: PlannedTag) -> None:
         try:
             self._api("control").tag(image_id, tag.repository, tag.tag, force=True)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except requests.RequestException as exc:
+            if not self._answers():
+                raise EngineUnavailable(f"the Docker engine stopped before {tag.reference} was tagged: {_short(exc)}") from None
+            raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
+        except docker.errors.DockerException as exc:
             raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
 
     def login(self, host: str, creds: Credentials) -> None:

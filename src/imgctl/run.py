@@ -309,6 +309,8 @@ class Release:
             for tag in image.tags:
                 self.engine.tag(result.image_id, tag)
                 self.emit(Tagged(image=image.name, reference=tag.reference))
+        except EngineUnavailable as exc:
+            return self._fail(image.name, "engine", exc.message)
         except ImgctlError as exc:
             return self._fail(image.name, "tag", exc.message)
         if not options.push:
