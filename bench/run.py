@@ -133,7 +133,7 @@ def release_round(tool: str, folder: Path, work: Path, env: dict[str, str]) -> N
             images = "".join(image_entry(name, name, base) for name, base in RELEASE)
             config = write_config(folder / f"{namespace}.yaml", registry.host, namespace, images)
             command = [IMGCTL, "release", "-c", str(config), "--version", VERSION, "-o", "plain"]
-            # --skip-unchanged on the cold run too: it labels each image with its inputs digest
+            # --skip-unchanged on the cold run too, as a nightly run has: each image is looked up first
             cold, again = command + ["--no-cache", "--skip-unchanged"], command
         else:
             command = ["bash", SCRIPT if tool == "script" else PARALLEL, prefix, VERSION, str(folder)]

@@ -442,25 +442,47 @@ def test_build_context_without_dockerignore_adds_one_the_engine_drops_with_the_c
     }
 
 
-def test_build_context_with_a_dockerignore_that_ignores_itself(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ignore", "name"),
+    [
+        ("*.log\n", "imgctl.log"),
+        ("docs/*.md\n!keep.log\n**/*.tmp\n", "imgctl.tmp"),
+        ("b.log\nnode_modules\n", "node_modules"),  # b.log is there, node_modules is not
+    ],
+)
+def test_build_context_names_the_copy_so_the_dockerignore_leaves_it_out(ignore: str, name: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     (tmp_path / "a.txt").write_text("a")
     (tmp_path / "b.log").write_text("b")
-    (tmp_path / ".dockerignore").write_text("*.log\n.dockerignore\nDockerfile")
+    (tmp_path / ".dockerignore").write_text(ignore)
+    chunks, dockerfile, labels = build_context(tmp_path, "Dockerfile", LABELS, None)
+    assert (dockerfile, labels) == (name, {})
+    sent = _members(chunks)
+    assert sent.pop(name) == FOLDED
+    assert sent == _members(stream_context(tmp_path, "Dockerfile"))  # the rest as it is, .dockerignore too
+
+
+def test_build_context_adds_its_name_to_a_dockerignore_that_leaves_itself_out(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "x").write_text("x")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / ".dockerignore").write_text("cache\n.dockerignore\nDockerfile")  # no free name to borrow
     chunks, dockerfile, _ = build_context(tmp_path, "Dockerfile", LABELS, None)
     assert dockerfile == GENERATED_DOCKERFILE
     assert _members(chunks) == {  # the Dockerfile, ignored, is not sent: nothing reads it
-        "a.txt": b"a", ".dockerignore": b"*.log\n.dockerignore\nDockerfile\n.imgctl.Dockerfile\n", GENERATED_DOCKERFILE: FOLDED,
+        "a.txt": b"a", ".dockerignore": b"cache\n.dockerignore\nDockerfile\n.imgctl.Dockerfile\n", GENERATED_DOCKERFILE: FOLDED,
     }
 
 
 @pytest.mark.parametrize("case", ["keeps-itself", "symlinked", "name-taken", "continues", "not-utf8"])
 def test_build_context_leaves_the_labels_to_the_builder_when_the_context_would_change(case: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (tmp_path / "cache").mkdir()
     if case == "keeps-itself":
-        (tmp_path / ".dockerignore").write_text("*.log\n")
+        (tmp_path / ".dockerignore").write_text("cache\n")  # and no free name to borrow
     elif case == "symlinked":
-        (tmp_path / "ignore").write_text(".dockerignore\n")
+        (tmp_path / "ignore").write_text(".dockerignore\ncache\n")
         (tmp_path / ".dockerignore").symlink_to("ignore")
     elif case == "name-taken":
         (tmp_path / GENERATED_DOCKERFILE).write_text("mine")

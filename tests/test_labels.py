@@ -58,8 +58,9 @@ def _context(folder: Path, dockerfile: str, ignore: str | None) -> Path:
     ("ignore", "folded"),
     [
         (None, True),  # imgctl sends a .dockerignore of its own, which the engine drops
-        ("*.log\n.dockerignore\nDockerfile\n", True),  # ignores itself and the Dockerfile
-        ("*.log\n", False),  # keeps itself: a COPY would see any change, so build labels are used
+        ("*.log\n", True),  # the copy is sent as imgctl.log, which the .dockerignore leaves out
+        ("debug.log\n.dockerignore\nDockerfile\n", True),  # no name to borrow: added to a .dockerignore the build never sees
+        ("debug.log\n", False),  # neither: a COPY would see a changed .dockerignore, so build labels are used
     ],
 )
 def test_labels_in_one_step_and_the_context_a_plain_build_sees(

@@ -347,34 +347,50 @@ def build_context(
 
     The classic builder makes one step (a container and a commit) per build label. So, when it
     can, imgctl puts them in one LABEL line of a copy of the Dockerfile (dockerfile.with_labels),
-    sent as GENERATED_DOCKERFILE and named in the .dockerignore sent with it. The engine drops
-    both before the build sees the context, as it does for the file the docker CLI adds when its
-    Dockerfile comes from outside the context. Only when the build then sees exactly the context a
-    plain build would: no .dockerignore, or one that ignores itself.
+    sent under a name that the .dockerignore sent with it leaves out: the engine drops such a file
+    before the build sees the context, as it does for the file the docker CLI adds when its
+    Dockerfile comes from outside the context. The build sees exactly the context a plain build
+    of the folder sees; when that cannot be arranged, the labels go as build labels.
     """
     checked = _Context(Path(context), dockerfile)
     if labels:
-        chunks = _with_labels(checked, labels, target)
-        if chunks is not None:
-            return chunks, GENERATED_DOCKERFILE, {}
+        try:
+            folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
+        except UnicodeDecodeError:
+            folded = None
+        name, ignore_file = _dockerfile_slot(checked) if folded is not None else (None, None)
+        if folded is not None and name is not None:
+            replaced = {name: folded.encode()} | ({".dockerignore": ignore_file} if ignore_file is not None else {})
+            # The Dockerfile itself is sent only if the build would see it: the engine reads the copy.
+            return _tar_chunks(checked.root, checked.matcher((".dockerignore",)), replaced), name, {}
     return _tar_chunks(checked.root, checked.matcher((".dockerignore", checked.name, checked.resolved))), dockerfile, dict(labels)
 
 
-def _with_labels(checked: _Context, labels: Mapping[str, str], target: str | None) -> Iterator[bytes] | None:
-    keeps_itself = checked.ignore_file is not None and not _Matcher(checked.ignored).matches_or_parent(".dockerignore")
-    linked = os.path.islink(os.path.join(checked.root, ".dockerignore"))
-    if keeps_itself or linked or os.path.lexists(os.path.join(checked.root, GENERATED_DOCKERFILE)):
-        return None  # a COPY would see the changed .dockerignore, it is not a plain file, or the name is taken
-    try:
-        folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
-    except UnicodeDecodeError:
-        return None
-    if folded is None:
-        return None
-    ignore = checked.ignore_file + b"\n" if checked.ignore_file is not None else b".dockerignore\n"
-    replaced = {".dockerignore": ignore + GENERATED_DOCKERFILE.encode() + b"\n", GENERATED_DOCKERFILE: folded.encode()}
-    # The Dockerfile itself is sent only if the build would see it: the engine reads the copy.
-    return _tar_chunks(checked.root, checked.matcher((".dockerignore",)), replaced)
+def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:
+    """(name, .dockerignore to send in place of the folder's, if any) for a generated Dockerfile
+    that the engine drops unseen; (None, None) if there is no such name.
+
+    First a name that the folder's .dockerignore already leaves out and the folder does not hold
+    (`*.log` gives `imgctl.log`): nothing else changes. Else GENERATED_DOCKERFILE, added to a
+    .dockerignore that leaves itself out (a build never sees it), or to one imgctl adds.
+    """
+    def free(name: str) -> bool:
+        return not os.path.lexists(os.path.join(checked.root, name))
+
+    listed = GENERATED_DOCKERFILE.encode() + b"\n"
+    if checked.ignore_file is None:
+        return (GENERATED_DOCKERFILE, b".dockerignore\n" + listed) if free(GENERATED_DOCKERFILE) else (None, None)
+    matcher = _Matcher(checked.ignored)
+    for line in checked.ignored:
+        name = line.replace("**/", "").replace("*", "imgctl").replace("?", "x")
+        if line.startswith("!") or "/" in name or any(c in name for c in "[]\\") or name in ("", ".", "..", ".dockerignore"):
+            continue
+        if matcher.matches_or_parent(name) and free(name):
+            return name, None
+    if matcher.matches_or_parent(".dockerignore") and free(GENERATED_DOCKERFILE) \
+            and not os.path.islink(os.path.join(checked.root, ".dockerignore")):
+        return GENERATED_DOCKERFILE, checked.ignore_file + b"\n" + listed
+    return None, None
 
 
 def _tar_chunks(root: str, matcher: _Matcher, replaced: Mapping[str, bytes] | None = None) -> Iterator[bytes]:
