@@ -259,6 +259,8 @@ def report() -> None:
         if a is None:
             return
         ratio = f"{a / b:.2f}×" if b else "–"
+        if b and len(samples[ours]) == len(samples[theirs]) > 1:  # each round ran both: drift cancels
+            ratio += f" (by round: {statistics.median(x / y for x, y in zip(samples[ours], samples[theirs])):.2f}×)"
         verdict = "" if limit is None else (" (met)" if (a / b if b else a) <= limit else " (missed)")
         base = f"{b:.2f} {unit}" if b is not None else "–"
         print(f"| {name} | {a:.2f} {unit} | {base} | {ratio} | {target}{verdict} |")

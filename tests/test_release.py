@@ -83,7 +83,7 @@ def test_two_image_release_is_pushed_verified_and_runs(tmp_path: Path, registry:
     for event in run.events():
         if event["type"] != "summary":
             validator.validate(event)
-    assert {"build_step", "build_output", "push_done", "layer_progress", "verified"} <= {e["type"] for e in run.events()}
+    assert {"build_step", "build_output", "push_done", "tag_added", "layer_progress", "verified"} <= {e["type"] for e in run.events()}
 
     # pull it back from the registry and run it
     ref = f"{registry.host}/{ns}/app:1.4.2"
