@@ -182,3 +182,7 @@ def test_labels_are_left_to_the_builder_when_a_line_cannot_be_exact(
     text: str, labels: dict[str, str], target: str | None
 ) -> None:
     assert with_labels(text, labels, target) is None
+
+
+def test_labels_survive_an_empty_continued_line() -> None:
+    assert with_labels("\\\n\nFROM scratch\n", {"a": "1"}, None) == '\\\n\nFROM scratch\nLABEL a="1"\n'

@@ -82,7 +82,7 @@ def with_labels(text: str, labels: dict[str, str], target: str | None) -> str | 
     if any(not v.isprintable() for v in labels.values()):  # newlines, tabs and the like
         return None
     found = instructions(text)
-    froms = [(line, body.split()) for line, body in found if body.split()[0].upper() == "FROM"]
+    froms = [(line, words) for line, words in ((n, body.split()) for n, body in found) if words and words[0].upper() == "FROM"]
     lines = text.splitlines(keepends=True)
     last = next((s for s in map(str.strip, reversed(lines)) if s and not s.startswith("#")), "")
     if not froms or last.endswith(escape):  # a continuation would swallow the new line
