@@ -448,6 +448,7 @@ def test_build_context_without_dockerignore_adds_one_the_engine_drops_with_the_c
         ("*.log\n", "imgctl.log"),
         ("docs/*.md\n!keep.log\n**/*.tmp\n", "imgctl.tmp"),
         ("b.log\nnode_modules\n", "node_modules"),  # b.log is there, node_modules is not
+        ("notes*\nimg?.tmp\n[ab].md\n*.md\n", "imgctl.md"),  # only plain names and *.ext are borrowed
     ],
 )
 def test_build_context_names_the_copy_so_the_dockerignore_leaves_it_out(ignore: str, name: str, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def _context(folder: Path, dockerfile: str, ignore: str | None) -> Path:
     [
         (None, True),  # imgctl sends a .dockerignore of its own, which the engine drops
         ("*.log\n", True),  # the copy is sent as imgctl.log, which the .dockerignore leaves out
+        ("**/*.log\n", True),  # the same, as the engine's own matcher reads `**`
         ("debug.log\n.dockerignore\nDockerfile\n", True),  # no name to borrow: added to a .dockerignore the build never sees
         ("debug.log\n", False),  # neither: a COPY would see a changed .dockerignore, so build labels are used
     ],

@@ -27,6 +27,7 @@ from imgctl.errors import BuildFailed
 
 CHUNK = 1 << 20
 GENERATED_DOCKERFILE = ".imgctl.Dockerfile"  # the Dockerfile with the labels in it; the engine drops it
+_SIMPLE_PATTERN = re.compile(r"^(?:\*\*/)?(\*?[A-Za-z0-9._-]+)$")  # name, *.ext, **/*.ext: a name to borrow
 
 # Characters the patternmatcher escapes; everything else goes into the regexp as written.
 _ESCAPE = frozenset(".+()|{}$")
@@ -382,8 +383,9 @@ def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:
         return (GENERATED_DOCKERFILE, b".dockerignore\n" + listed) if free(GENERATED_DOCKERFILE) else (None, None)
     matcher = _Matcher(checked.ignored)
     for line in checked.ignored:
-        name = line.replace("**/", "").replace("*", "imgctl").replace("?", "x")
-        if line.startswith("!") or "/" in name or any(c in name for c in "[]\\") or name in ("", ".", "..", ".dockerignore"):
+        simple = _SIMPLE_PATTERN.match(line)  # read alike by every engine version's matcher
+        name = simple.group(1).replace("*", "imgctl") if simple else ""
+        if name in ("", ".", "..", ".dockerignore"):
             continue
         if matcher.matches_or_parent(name) and free(name):
             return name, None
