@@ -215,6 +215,12 @@ class _Context:
                 lines.append("!" + path)
         return _Matcher(lines)
 
+    def plain_matcher(self) -> _Matcher:
+        """What a plain build sends. The CLI always sends .dockerignore and the Dockerfile; the
+        engine reads them, then drops those that .dockerignore names. If the Dockerfile is a
+        symlink, its target is sent too, so the engine can follow it."""
+        return self.matcher((".dockerignore", self.name, self.resolved))
+
     def dockerfile_text(self) -> bytes:
         try:
             with open(os.path.join(self.root, self.resolved), "rb") as f:
@@ -226,10 +232,7 @@ class _Context:
 def _prepare(context: Path, dockerfile: str) -> tuple[str, _Matcher]:
     """Resolve the context and its Dockerfile; build the matcher. Every error names the path."""
     checked = _Context(context, dockerfile)
-    # The CLI always sends .dockerignore and the Dockerfile; the engine reads them, then drops those
-    # that .dockerignore names.
-    # If the Dockerfile is a symlink, its target is sent too, so the engine can follow it.
-    return checked.root, checked.matcher((".dockerignore", checked.name, checked.resolved))
+    return checked.root, checked.plain_matcher()
 
 
 def _walk(root: str, matcher: _Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -364,7 +367,7 @@ def build_context(
             replaced = {name: folded.encode()} | ({".dockerignore": ignore_file} if ignore_file is not None else {})
             # The Dockerfile itself is sent only if the build would see it: the engine reads the copy.
             return _tar_chunks(checked.root, checked.matcher((".dockerignore",)), replaced), name, {}
-    return _tar_chunks(checked.root, checked.matcher((".dockerignore", checked.name, checked.resolved))), dockerfile, dict(labels)
+    return _tar_chunks(checked.root, checked.plain_matcher()), dockerfile, dict(labels)
 
 
 def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:

@@ -66,10 +66,11 @@ class Engine:
         clients = self._local.__dict__.setdefault("clients", {})
         if kind not in clients:
             timeout = {"control": self.control_timeout, "push": self.push_timeout, "build": None}[kind]
-            # Every new client would ask the engine for its API version again (one per thread and kind).
+            # Until one client has agreed a version with the engine (None: ask it), every new client
+            # (one per thread and kind) would ask again.
             options = {"timeout": timeout} if timeout else {}
             try:
-                client = docker.from_env(version=self._version, **options) if self._version else docker.from_env(**options)
+                client = docker.from_env(version=self._version, **options)
             except docker.errors.DockerException as exc:
                 raise _unavailable(exc) from None
             if timeout is None:
