@@ -82,6 +82,19 @@ def write_context(folder: Path, dockerfile: str) -> Path:
     return folder
 
 
+def chain_config(tmp_path: Path, host: str, ns: str, images: dict[str, str], **top: Any) -> Path:
+    """`base` (busybox FROM scratch), then each image of `images` built FROM the one before it
+    (`ARG B`, `FROM ${B}`, then the lines given); every image tagged {version} and latest."""
+    write_base_context(tmp_path / "base")
+    entries: list[dict[str, Any]] = [{"name": "base", "context": "base", "tags": ["{version}", "latest"]}]
+    for name, lines in images.items():
+        write_context(tmp_path / name, "ARG B\nFROM ${B}\n" + lines)
+        parent = entries[-1]["name"]
+        entries.append({"name": name, "context": name, "build_args": {"B": f"{{registry}}/{{namespace}}/{parent}:{{version}}"},
+                        "tags": ["{version}", "latest"]})
+    return write_config(tmp_path, {"registry": host, "namespace": ns, **top, "images": entries})
+
+
 @dataclass
 class Run:
     code: int

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unique, write_base_context, write_config, write_context
+from tests.conftest import chain_config, unique
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.engine
@@ -173,17 +173,9 @@ def test_daemon_restart_mid_release_fails_cleanly_and_rerun_completes(  # type: 
     run_seconds: int, tmp_path: Path, registry: RegistryServer, docker_config: Path, imgctl, daemon: Daemon,
 ) -> None:
     ns = unique()
-    write_base_context(tmp_path / "base")
-    write_context(tmp_path / "slow", f'ARG B\nFROM ${{B}}\nRUN echo "{MARKER}" && sleep {run_seconds} && echo "slow step ends ({ns})"\n')
-    write_context(tmp_path / "after", "ARG B\nFROM ${B}\nRUN echo after > /after\n")
-    ref = "{registry}/{namespace}/%s:{version}"
-    config = write_config(tmp_path, {
-        "registry": registry.host, "namespace": ns,
-        "images": [
-            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
-            {"name": "slow", "context": "slow", "build_args": {"B": ref % "base"}, "tags": ["{version}", "latest"]},
-            {"name": "after", "context": "after", "build_args": {"B": ref % "slow"}, "tags": ["{version}", "latest"]},
-        ],
+    config = chain_config(tmp_path, registry.host, ns, {
+        "slow": f'RUN echo "{MARKER}" && sleep {run_seconds} && echo "slow step ends ({ns})"\n',
+        "after": "RUN echo after > /after\n",
     })
     # No --no-cache: slow's RUN names this test's namespace, so no earlier test's cached layer skips the sleep,
     # and the re-run rebuilds base to the very same image (reproducible), which must leave base:1.0.0 alone.

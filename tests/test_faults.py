@@ -6,9 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import unique, write_base_context, write_context
+from tests.conftest import chain_config, unique
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.registry import RegistryServer, free_port
 
@@ -16,18 +15,7 @@ pytestmark = pytest.mark.engine
 
 
 def config_for(tmp_path: Path, host: str, ns: str) -> Path:
-    write_base_context(tmp_path / "base")
-    write_context(tmp_path / "app", 'ARG BASE\nFROM ${BASE}\nRUN head -c 300000 /dev/urandom > /blob\n')
-    path = tmp_path / "imgctl.yaml"
-    path.write_text(yaml.safe_dump({
-        "registry": host, "namespace": ns,
-        "images": [
-            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
-            {"name": "app", "context": "app", "build_args": {"BASE": "{registry}/{namespace}/base:{version}"},
-             "tags": ["{version}", "latest"]},
-        ],
-    }))
-    return path
+    return chain_config(tmp_path, host, ns, {"app": "RUN head -c 300000 /dev/urandom > /blob\n"})
 
 
 def assert_all_verified(registry: RegistryServer, ns: str, run) -> None:  # type: ignore[no-untyped-def]

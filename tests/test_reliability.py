@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_config, write_context
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique, write_base_context, write_config, write_context
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.registry import RegistryServer
 
@@ -26,17 +26,8 @@ def test_interrupt_stops_cleanly_and_moves_no_floating_tag(
     signum: signal.Signals, tmp_path: Path, registry: RegistryServer, docker_config: Path
 ) -> None:
     ns = unique()
-    write_base_context(tmp_path / "base")
-    write_context(tmp_path / "slow", 'ARG B\nFROM ${B}\nRUN echo "slow step starts" && sleep 4 && echo "slow step ends"\n')
-    write_context(tmp_path / "after", 'ARG B\nFROM ${B}\n')
-    ref = "{registry}/{namespace}/%s:{version}"
-    config = write_config(tmp_path, {
-        "registry": registry.host, "namespace": ns,
-        "images": [
-            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
-            {"name": "slow", "context": "slow", "build_args": {"B": ref % "base"}, "tags": ["{version}", "latest"]},
-            {"name": "after", "context": "after", "build_args": {"B": ref % "slow"}, "tags": ["{version}", "latest"]},
-        ],
+    config = chain_config(tmp_path, registry.host, ns, {
+        "slow": 'RUN echo "slow step starts" && sleep 4 && echo "slow step ends"\n', "after": "",
     })
     env = {**os.environ, "DOCKER_CONFIG": str(docker_config), "TMPDIR": str(tmp_path), **EPOCH}
     proc = subprocess.Popen(

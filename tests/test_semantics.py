@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_config, write_context
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique, write_base_context, write_config, write_context
 from tests.support.faultproxy import FaultProxy, Rule
 from tests.support.registry import RegistryServer
 
@@ -128,16 +128,7 @@ def test_failed_image_skips_dependents_and_holds_latest(tmp_path: Path, registry
 
 
 def _base_and_app(tmp_path: Path, host: str, ns: str) -> Path:
-    write_base_context(tmp_path / "base")
-    write_context(tmp_path / "app", child("B"))
-    return write_config(tmp_path, {
-        "registry": host, "namespace": ns,
-        "images": [
-            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
-            {"name": "app", "context": "app", "build_args": {"B": "{registry}/{namespace}/base:{version}"},
-             "tags": ["{version}", "latest"]},
-        ],
-    })
+    return chain_config(tmp_path, host, ns, {"app": BURN})
 
 
 def test_dependents_build_while_their_base_pushes_and_push_after_it(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]

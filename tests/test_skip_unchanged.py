@@ -7,27 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_context
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.engine
 
 
 def write_graph(tmp_path: Path, host: str, ns: str, **top: object) -> Path:
-    write_base_context(tmp_path / "base")
-    write_context(tmp_path / "app", 'ARG B\nFROM ${B}\nCOPY app.txt /app.txt\n')
+    config = chain_config(tmp_path, host, ns, {"app": "COPY app.txt /app.txt\n", "tool": "RUN echo tool > /tool\n"}, **top)
     (tmp_path / "app" / "app.txt").write_text("one")
-    write_context(tmp_path / "tool", 'ARG B\nFROM ${B}\nRUN echo tool > /tool\n')
-    ref = "{registry}/{namespace}/%s:{version}"
-    config = tmp_path / "imgctl.yaml"
-    config.write_text(yaml.safe_dump({
-        "registry": host, "namespace": ns, **top,
-        "images": [
-            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
-            {"name": "app", "context": "app", "build_args": {"B": ref % "base"}, "tags": ["{version}", "latest"]},
-            {"name": "tool", "context": "tool", "build_args": {"B": ref % "app"}, "tags": ["{version}", "latest"]},
-        ],
-    }))
     return config
 
 
