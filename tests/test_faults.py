@@ -80,3 +80,21 @@ def test_registry_down_fails_in_bounded_time(tmp_path: Path, imgctl) -> None:  #
     assert "retry 1/3" in run.stderr and "retry 4/3" not in run.stderr
     assert "Traceback" not in run.output
     print(f"registry down: failed after {elapsed:.1f}s")
+
+
+def test_refused_floating_tags_fail_each_image_once(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """Every image released, then the registry refuses each `latest`: the floating phase (all its
+    tags at once) reports one failure per image, and the immutable tags stay."""
+    ns = unique()
+    rule = Rule("PUT", r"/manifests/latest$", "status", count=100, status=403)
+    with FaultProxy(registry.host, [rule]) as proxy:
+        run = imgctl("release", "-c", str(config_for(tmp_path, proxy.host, ns)), "--version", "1.0.0", "--output", "json")
+        assert proxy.fired(rule) == 2, "a refusal is not retried: one PUT per image"
+    assert run.code == 1, run.output
+    failed = run.of_type("image_failed")
+    assert sorted(e["image"] for e in failed) == ["app", "base"]
+    assert all(e["stage"] == "push" and f"writing {ns}/{e['image']}/manifests/latest" in e["error"] for e in failed), failed
+    assert run.of_type("summary")[0]["floating"] == "partly pushed"
+    for name in ("base", "app"):
+        assert registry.manifest_digest(f"{ns}/{name}", "1.0.0") is not None
+        assert registry.manifest_digest(f"{ns}/{name}", "latest") is None

@@ -57,6 +57,7 @@ class RegistryClient:
         self.session = requests.Session()
         self.session.trust_env = False  # never send registry traffic through a proxy from the environment
         self._token: dict[str, str] = {}
+        self._manifests: dict[tuple[str, str], tuple[bytes, str]] = {}  # (path, digest) -> (body, media type)
 
     def manifest_digest(self, path: str, reference: str) -> str | None:
         """The digest `path:reference` points at, or None if the registry has no such tag."""
@@ -101,13 +102,13 @@ class RegistryClient:
     def add_tag(self, path: str, digest: str, tag: str) -> None:
         """Point `tag` at the manifest `digest` already in the repository: a tag without a push."""
         scope = f"repository:{path}:pull,push"
-        got = self._request("GET", self._url(path, "manifests", digest), scope=scope)
-        if got.status_code != 200:
-            raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
-        put = self._request(
-            "PUT", self._url(path, "manifests", tag), scope=scope,
-            body=got.content, content_type=got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0]),
-        )
+        if (path, digest) not in self._manifests:  # content-addressed: what a digest names never changes
+            got = self._request("GET", self._url(path, "manifests", digest), scope=scope)
+            if got.status_code != 200:
+                raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
+            self._manifests[path, digest] = got.content, got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0])
+        body, content_type = self._manifests[path, digest]
+        put = self._request("PUT", self._url(path, "manifests", tag), scope=scope, body=body, content_type=content_type)
         if put.status_code != 201:
             raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
 
@@ -131,7 +132,8 @@ class RegistryClient:
             raise RegistryError(f"cannot reach registry {self.host}: {_reason(exc)}", transient=True) from None
         if response.status_code in (401, 403):
             who = f"user {self.creds.username!r}" if self.creds else "anonymous access"
-            raise AuthFailed(f"registry {self.host} refused {who} when checking {url.split('/v2/', 1)[1]}")
+            doing = "writing" if method == "PUT" else "reading"
+            raise AuthFailed(f"registry {self.host} refused {who} {doing} {url.split('/v2/', 1)[1]}")
         if response.status_code == 429 or response.status_code >= 500:
             raise RegistryError(
                 f"registry {self.host} answered {response.status_code} for {method} {url.split('/v2/', 1)[1]}",

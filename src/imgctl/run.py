@@ -36,6 +36,7 @@ Emit = Callable[[Event], None]
 
 
 INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
+FLOATING_AT_ONCE = 8  # floating tags set at once, once every image is released
 
 
 def default_jobs() -> int:
@@ -556,14 +557,17 @@ class Release:
                 self.results[image.name].tag(tag.reference).status = "held"
             self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
             return f"held back: {why}"
-        def push_floating(image: PlannedImage) -> None:
-            for tag in image.floating_tags:
-                if not self._push_tag(image, tag):
-                    self._fail(image.name, "push", self.results[image.name].tag(tag.reference).error or "push failed")
-
-        # Their layers are all in the registry by now: these pushes are small, so run a few at once.
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="imgctl-floating") as pool:
-            list(pool.map(push_floating, [image for image in self.plan.images if image.floating_tags]))
+        # Each is a few small requests (the image is in the repository by now: usually a manifest
+        # PUT, no layers), so they all run at once: this phase is the release's tail.
+        with ThreadPoolExecutor(max_workers=FLOATING_AT_ONCE, thread_name_prefix="imgctl-floating") as pool:
+            pushed = list(pool.map(lambda task: self._push_tag(*task), floating))
+        for image in self.plan.images:
+            errors = [
+                self.results[image.name].tag(tag.reference).error or f"push of {tag.reference} failed"
+                for (owner, tag), ok in zip(floating, pushed) if owner is image and not ok
+            ]
+            if errors:
+                self._fail(image.name, "push", "; ".join(dict.fromkeys(errors)))
         return "pushed" if result.ok else "partly pushed"
 
 
