@@ -262,6 +262,24 @@ def test_levels_of_independent_images() -> None:
     assert plan.levels() == [["a", "b"]]
 
 
+def test_build_order_puts_the_longest_chain_first() -> None:
+    plan = plan_of({"images": [
+        image("solo"),
+        image("wide"),                                # two images wait on it, one level down
+        image("w1", depends_on=["wide"]),
+        image("w2", depends_on=["wide"]),
+        image("deep"),                                # a chain of two waits on it
+        image("d1", depends_on=["deep"]),
+        image("d2", depends_on=["d1"]),
+    ]})
+    order = plan.build_order()
+    assert sorted(order, key=order.get) == ["deep", "wide", "d1", "solo", "w1", "w2", "d2"]
+
+
+def test_build_order_of_independent_images_is_the_config_order() -> None:
+    assert plan_of({"images": [image("b"), image("a"), image("c")]}).build_order() == {"b": 0, "a": 1, "c": 2}
+
+
 DECLARED = {"images": [
     image("app", depends_on=["lib"]),
     image("lib", depends_on=["base"]),

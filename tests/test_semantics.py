@@ -93,6 +93,28 @@ def test_graph_builds_in_parallel_and_respects_every_dependency(tmp_path: Path, 
         assert registry.manifest_digest(f"{ns}/{name}", "latest") == registry.manifest_digest(f"{ns}/{name}", "3.1.0")
 
 
+def test_with_one_slot_the_longest_chain_builds_first(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """-j 1, config order solo, base, mid, top (a chain): each time the slot frees, the image with
+    the longest chain after it builds; solo, first in the file, waits for the one before top."""
+    write_base_context(tmp_path / "solo")
+    write_base_context(tmp_path / "base")
+    write_context(tmp_path / "mid", child("B", burn=False))
+    write_context(tmp_path / "top", child("B", burn=False))
+    ref = "{registry}/{namespace}/%s:{version}"
+    config = write_config(tmp_path, {"registry": registry.host, "namespace": unique(), "images": [
+        {"name": "solo", "context": "solo", "tags": ["{version}"]},
+        {"name": "base", "context": "base", "tags": ["{version}"]},
+        {"name": "mid", "context": "mid", "build_args": {"B": ref % "base"}, "tags": ["{version}"]},
+        {"name": "top", "context": "top", "build_args": {"B": ref % "mid"}, "tags": ["{version}"]},
+    ]})
+    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--no-push", "-j", "1", "--output", "json")
+    assert run.code == 0, run.output
+    assert [e["image"] for e in run.of_type("image_started")] == ["base", "mid", "solo", "top"]
+    done = {e["image"]: e["time"] for e in run.of_type("build_done")}
+    started = {e["image"]: e["time"] for e in run.of_type("image_started")}
+    assert started["mid"] >= done["base"] and started["solo"] >= done["mid"] and started["top"] >= done["solo"]
+
+
 def test_failed_image_skips_dependents_and_holds_latest(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base")

@@ -121,6 +121,26 @@ class Plan:
             out.setdefault(root(image.name), []).append(image.name)
         return list(out.values())
 
+    def build_order(self) -> dict[str, int]:
+        """The rank of each image (0 first) for when more are ready to build than there are slots.
+
+        The longest chain of images still to build after it goes first: that chain bounds when the
+        release can end. Then the one with more images waiting on it, then the plan's order.
+        """
+        children: dict[str, list[str]] = {image.name: [] for image in self.images}
+        for image in self.images:
+            for dep in image.depends_on:
+                children[dep].append(image.name)
+        height: dict[str, int] = {}
+        below: dict[str, set[str]] = {}
+        for image in reversed(self.images):  # the plan lists dependencies first
+            kids = children[image.name]
+            height[image.name] = 1 + max((height[k] for k in kids), default=-1)
+            below[image.name] = set(kids).union(*(below[k] for k in kids))
+        position = {image.name: i for i, image in enumerate(self.images)}
+        ranked = sorted(position, key=lambda name: (-height[name], -len(below[name]), position[name]))
+        return {name: rank for rank, name in enumerate(ranked)}
+
     def levels(self) -> list[list[str]]:
         """Images grouped by depth in the dependency graph: each level needs only earlier ones."""
         depth: dict[str, int] = {}

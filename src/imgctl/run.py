@@ -31,6 +31,7 @@ from imgctl.dockerfile import split_reference
 from imgctl.registry import RegistryClient
 from imgctl.units import human_bytes
 from imgctl.retry import RetryPolicy, call_with_retries
+from imgctl.slots import BuildSlots
 
 Emit = Callable[[Event], None]
 
@@ -115,7 +116,9 @@ class Release:
         self.grace_seconds = grace_seconds
         self.environ = environ
         self.cancelled = cancelled or threading.Event()
-        self._build_slots = threading.Semaphore(self.jobs)
+        self._slots = BuildSlots(self.jobs)
+        self._rank = plan.build_order()
+        self._holding: set[str] = set()  # images with a build slot, until the scheduler takes it back
         self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
         self._pulled: set[str] = set()
         self._pull_lock = threading.Lock()
@@ -182,8 +185,11 @@ class Release:
     def _run_graph(self) -> None:
         """Start each image once its dependencies are built; `jobs` builds run at once.
 
-        An image holds a build slot only while it builds, so its pushes overlap other builds. It
-        pushes only once its dependencies are pushed (see _wait_for_dependencies).
+        An image holds a build slot from its build until it is tagged, so its pushes overlap other
+        builds. It pushes only once its dependencies are pushed (see _wait_for_dependencies). When
+        more images are ready than there are slots, the plan's build_order decides. The scheduler
+        takes a slot back only after it has queued the images that the slot's build made ready, so
+        they compete for it.
 
         On cancellation (SIGINT/SIGTERM set `cancelled`), start nothing new and give running
         images `grace_seconds` to finish before giving up on them.
@@ -193,6 +199,7 @@ class Release:
         running: set[str] = set()
         stop_reason: str | None = None
         deadline: float | None = None
+        freed = 0  # slots to take back once the images their builds made ready are queued
         while True:
             for name in list(waiting) if stop_reason is None else ():
                 broken = [d for d in self.plan.image(name).depends_on if state.get(d) in ("failed", "skipped")]
@@ -209,14 +216,19 @@ class Release:
                     )))
             self._stop_reason = stop_reason
             if stop_reason is None:
-                for name in list(waiting):
-                    if all(state.get(d) in ("built", "done") for d in self.plan.image(name).depends_on):
-                        waiting.remove(name)
-                        state[name] = "running"
-                        running.add(name)
-                        threading.Thread(
-                            target=self._worker, args=(self.plan.image(name),), name=f"imgctl-{name}", daemon=True
-                        ).start()
+                ready = [n for n in waiting if all(state.get(d) in ("built", "done") for d in self.plan.image(n).depends_on)]
+                for name in ready:  # all queued before any starts: a started one may ask for a slot at once
+                    self._slots.queue(self._rank[name])
+                for name in ready:
+                    waiting.remove(name)
+                    state[name] = "running"
+                    running.add(name)
+                    threading.Thread(
+                        target=self._worker, args=(self.plan.image(name),), name=f"imgctl-{name}", daemon=True
+                    ).start()
+            for _ in range(freed):
+                self._slots.release()
+            freed = 0
             if not running:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -228,6 +240,9 @@ class Release:
             except queue.Empty:
                 continue
             state[name] = outcome
+            if name in self._holding:  # built, or ended before that
+                self._holding.discard(name)
+                freed += 1
             if outcome == "built":
                 continue  # still running: it pushes next
             running.discard(name)
@@ -253,6 +268,7 @@ class Release:
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
+            self._slots.withdraw(self._rank[image.name])  # if it ended before asking for its slot
             self._settled[image.name].set()
             outcome = "done" if ok else "skipped" if self.results[image.name].status == "skipped" else "failed"
             self._finished.put((image.name, outcome))
@@ -279,26 +295,28 @@ class Release:
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         inputs = self._inputs(image) if options.push else None
         if inputs and options.skip_unchanged and self._find_same_inputs(image, inputs):
-            return self._push_all(image, time.monotonic())
-        with self._build_slots:
-            if self._stop_reason:
-                result.status, result.error = "skipped", self._stop_reason
-                self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
-                return False
-            started = time.monotonic()
-            self.emit(ImageStarted(image=image.name))
-            try:
-                result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
-                    image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
-                    extra_labels={INPUTS_LABEL: inputs} if inputs else None,
-                )
-            except BuildFailed as exc:
-                message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-                return self._fail(image.name, "build", message, exc.output)
-            except EngineUnavailable as exc:
-                return self._fail(image.name, "engine", exc.message)
-            except ImgctlError as exc:
-                return self._fail(image.name, "build", exc.message)
+            self._slots.withdraw(self._rank[image.name])  # nothing to build; dependents start once its
+            return self._push_all(image, time.monotonic())  # tags are in the registry, to pull from there
+        self._slots.acquire(self._rank[image.name])
+        self._holding.add(image.name)  # the scheduler takes the slot back at this image's next message
+        if self._stop_reason:
+            result.status, result.error = "skipped", self._stop_reason
+            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+            return False
+        started = time.monotonic()
+        self.emit(ImageStarted(image=image.name))
+        try:
+            result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
+                image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
+                extra_labels={INPUTS_LABEL: inputs} if inputs else None,
+            )
+        except BuildFailed as exc:
+            message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+            return self._fail(image.name, "build", message, exc.output)
+        except EngineUnavailable as exc:
+            return self._fail(image.name, "engine", exc.message)
+        except ImgctlError as exc:
+            return self._fail(image.name, "build", exc.message)
         details = self.engine.inspect(result.image_id)
         result.size = details.get("Size") if isinstance(details.get("Size"), int) else None
         result.layers = len((details.get("RootFS") or {}).get("Layers") or []) or None
