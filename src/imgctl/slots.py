@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import threading
 
 
@@ -17,28 +16,26 @@ class BuildSlots:
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._queued: list[int] = []  # a heap of ranks
+        self._queued: set[int] = set()  # ranks of the images waiting for a slot
         self._changed = threading.Condition()
 
     def queue(self, rank: int) -> None:
         with self._changed:
-            heapq.heappush(self._queued, rank)
+            self._queued.add(rank)
 
     def acquire(self, rank: int) -> None:
-        """Block until a slot is free for `rank`: it is among the `free` best-ranked queued."""
+        """Block until `rank` is among the `free` best-ranked queued images, then take a slot."""
         with self._changed:
-            while rank not in heapq.nsmallest(self._free, self._queued):
+            while rank not in sorted(self._queued)[: self._free]:
                 self._changed.wait()
-            self._queued.remove(rank)
-            heapq.heapify(self._queued)
+            self._queued.discard(rank)
             self._free -= 1
 
     def withdraw(self, rank: int) -> None:
         """Leave the queue without a slot; nothing happens if `rank` is not queued."""
         with self._changed:
             if rank in self._queued:
-                self._queued.remove(rank)
-                heapq.heapify(self._queued)
+                self._queued.discard(rank)
                 self._changed.notify_all()
 
     def release(self) -> None:
