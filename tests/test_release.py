@@ -212,3 +212,23 @@ def test_engine_unreachable_says_how_to_fix(tmp_path: Path, imgctl) -> None:  # 
     assert "cannot reach the Docker engine" in run.stderr
     assert "DOCKER_HOST" in run.stderr
     assert "Traceback" not in run.output
+
+
+def test_many_floating_tags_of_one_repository_land_without_a_retry(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """docker-registry's filesystem storage rewrites a manifest's revision link on every tag PUT and
+    can hand a concurrent read of that link a half-written file (a 500). The floating tags of one
+    repository therefore go one after another: no request of the release is answered 500."""
+    write_base_context(tmp_path / "base")
+    floating = ["latest", "stable", "edge", "{major}", "{major}.{minor}", "current", "main", "lts"]
+    ns = unique()
+    config = tmp_path / "imgctl.yaml"
+    config.write_text(yaml.safe_dump({
+        "registry": registry.host, "namespace": ns,
+        "images": [{"name": name, "context": "base", "tags": ["{version}", *floating]} for name in ("one", "two")],
+    }, sort_keys=False))
+    run = imgctl("release", "-c", str(config), "--version", "2.3.4", "--output", "json")
+    assert run.code == 0, run.output
+    assert run.of_type("retrying") == []
+    assert "http.response.status=500" not in registry.log_text()
+    for name in ("one", "two"):
+        assert sorted(registry.tags(f"{ns}/{name}")) == sorted(["2.3.4", "latest", "stable", "edge", "2", "2.3", "current", "main", "lts"])

@@ -37,7 +37,7 @@ Emit = Callable[[Event], None]
 
 
 INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
-FLOATING_AT_ONCE = 8  # floating tags set at once, once every image is released
+FLOATING_AT_ONCE = 8  # repositories whose floating tags are set at once, once every image is released
 
 
 def default_jobs() -> int:
@@ -576,13 +576,22 @@ class Release:
             self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
             return f"held back: {why}"
         # Each is a few small requests (the image is in the repository by now: usually a manifest
-        # PUT, no layers), so they all run at once: this phase is the release's tail.
+        # PUT, no layers), so repositories are served at once: this phase is the release's tail.
+        # Within one repository they go one after another: docker-registry's filesystem storage
+        # rewrites the manifest's revision link on each tag PUT, and a read of it racing that
+        # write gets a 500 ("invalid checksum digest format"), which costs a retry.
+        by_repository: dict[str, list[tuple[PlannedImage, PlannedTag]]] = {}
+        for image, tag in floating:
+            by_repository.setdefault(tag.repository, []).append((image, tag))
         with ThreadPoolExecutor(max_workers=FLOATING_AT_ONCE, thread_name_prefix="imgctl-floating") as pool:
-            pushed = list(pool.map(lambda task: self._push_tag(*task), floating))
+            outcomes = pool.map(lambda tasks: [self._push_tag(*task) for task in tasks], by_repository.values())
+            pushed = {
+                tag.reference: ok for tasks, oks in zip(by_repository.values(), outcomes) for (_, tag), ok in zip(tasks, oks)
+            }
         for image in self.plan.images:
             errors = [
                 self.results[image.name].tag(tag.reference).error or f"push of {tag.reference} failed"
-                for (owner, tag), ok in zip(floating, pushed) if owner is image and not ok
+                for owner, tag in floating if owner is image and not pushed[tag.reference]
             ]
             if errors:
                 self._fail(image.name, "push", "; ".join(dict.fromkeys(errors)))
