@@ -224,7 +224,11 @@ def test_many_floating_tags_of_one_repository_land_without_a_retry(tmp_path: Pat
     config = tmp_path / "imgctl.yaml"
     config.write_text(yaml.safe_dump({
         "registry": registry.host, "namespace": ns,
-        "images": [{"name": name, "context": "base", "tags": ["{version}", *floating]} for name in ("one", "two")],
+        "images": [
+            {"name": "one", "context": "base", "tags": ["{version}", *floating]},
+            # after one, so that only the floating phase has the two repositories' requests at once
+            {"name": "two", "context": "base", "tags": ["{version}", *floating], "depends_on": ["one"]},
+        ],
     }, sort_keys=False))
     run = imgctl("release", "-c", str(config), "--version", "2.3.4", "--output", "json")
     assert run.code == 0, run.output
