@@ -150,6 +150,15 @@ def test_dockerfile_line_maps_steps_as_the_classic_builder_numbers_them() -> Non
     assert dockerfile_line(DOCKERFILE, 5, 9, "RUN echo a &&     echo b       && false") == 9
 
 
+def test_dockerfile_line_maps_steps_as_buildkit_numbers_them() -> None:
+    # BuildKit counts only what runs, from 1 in each stage: "[1/3] COPY", "[3/3] RUN echo a ..."
+    assert dockerfile_line(DOCKERFILE, 1, 3, "COPY busybox /bin/busybox", buildkit=True) == 6
+    assert dockerfile_line(DOCKERFILE, 3, 3, "RUN echo a &&     echo b       && false", buildkit=True) == 9
+    twice = "FROM scratch\nRUN make\nRUN make\n"
+    assert dockerfile_line(twice, 2, 2, "RUN make", buildkit=True) is None  # two read the same: do not guess
+    assert dockerfile_line(twice, 2, 3, "RUN make") == 2  # the classic builder's step 2 is line 2
+
+
 def test_dockerfile_line_refuses_to_guess() -> None:
     assert dockerfile_line(DOCKERFILE, 5, 6, "RUN something else") is None  # file changed since
     assert dockerfile_line(DOCKERFILE, 7, 9, "LABEL a=1") is None  # a label step: no line of the file

@@ -330,6 +330,17 @@ def _header(name: str, mode: int, size: int, mtime: int, kind: bytes, linkname: 
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+def root_entry(context: Path) -> bytes:
+    """A plain ustar entry for the context folder itself (`./`), for BuildKit to read first.
+
+    BuildKit decides whether a request body is a tar or a lone Dockerfile from its first 1,024
+    bytes: a first entry that needs a PAX header (a long or non-ASCII name) does not fit in them,
+    and the whole context would be read as a Dockerfile. GNU tar's `tar -cf - .` starts the same way.
+    """
+    st = os.stat(context)
+    return _header("./", stat.S_IMODE(st.st_mode), 0, max(0, st.st_mtime_ns // 1_000_000_000), tarfile.DIRTYPE)
+
+
 _KINDS = {stat.S_IFDIR: tarfile.DIRTYPE, stat.S_IFLNK: tarfile.SYMTYPE, stat.S_IFIFO: tarfile.FIFOTYPE,
           stat.S_IFCHR: tarfile.CHRTYPE, stat.S_IFBLK: tarfile.BLKTYPE}
 
@@ -345,7 +356,7 @@ def stream_context(context: Path, dockerfile: str) -> Iterator[bytes]:
 
 
 def build_context(
-    context: Path, dockerfile: str, labels: Mapping[str, str], target: str | None
+    context: Path, dockerfile: str, labels: Mapping[str, str], target: str | None, *, fold_labels: bool = True
 ) -> tuple[Iterator[bytes], str, dict[str, str]]:
     """What a build sends: the context tar, the Dockerfile to name, the labels left to pass as build labels.
 
@@ -354,10 +365,12 @@ def build_context(
     sent under a name that the .dockerignore sent with it leaves out: the engine drops such a file
     before the build sees the context, as it does for the file the docker CLI adds when its
     Dockerfile comes from outside the context. The build sees exactly the context a plain build
-    of the folder sees; when that cannot be arranged, the labels go as build labels.
+    of the folder sees; when that cannot be arranged, the labels go as build labels. BuildKit
+    (`fold_labels=False`) makes no step of its own for labels, and leaves a `.dockerignore` in
+    what the build sees even when it lists itself: there the labels always go as build labels.
     """
     checked = _Context(Path(context), dockerfile)
-    if labels:
+    if labels and fold_labels:
         try:
             folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
         except UnicodeDecodeError:

@@ -38,6 +38,7 @@ class Options:
     pull: bool = False
     no_cache: bool = False
     skip_unchanged: bool = False
+    builder: str = "classic"  # or "buildkit"
 
 
 @dataclass(frozen=True)

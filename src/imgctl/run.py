@@ -308,7 +308,7 @@ class Release:
         try:
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
-                extra_labels={INPUTS_LABEL: inputs} if inputs else None,
+                extra_labels={INPUTS_LABEL: inputs} if inputs else None, builder=options.builder,
             )
         except BuildFailed as exc:
             message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message

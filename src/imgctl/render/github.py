@@ -127,24 +127,29 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def dockerfile_line(dockerfile: str, step: int, total: int, instruction: str) -> int | None:
+def dockerfile_line(dockerfile: str, step: int, total: int, instruction: str, *, buildkit: bool = False) -> int | None:
     """The line where build step `step`/`total` (`instruction`) starts, or None if unsure.
 
     The classic builder numbers every instruction from the top, ARGs before FROM included; a
     `--target` cuts the stages after it, and the image's labels are appended as extra LABEL steps
     (so `total` says little). Step N is the N-th instruction when that instruction reads the same
-    as the step. Anything else (a label step, heredocs, a Dockerfile changed since, an unusual
-    escape) gives None rather than a wrong line.
+    as the step; with BuildKit's numbering, the only instruction that reads the same. Anything else
+    (a label step, heredocs, a Dockerfile changed since, an unusual escape) gives None rather than a
+    wrong line.
     """
     found = instructions(dockerfile)
     if not (1 <= step <= min(total, len(found))):
         return None
     if len(logical_lines(dockerfile)) != len(found):
         return None  # the two readings disagree: do not guess
+    wanted = _normal(instruction).casefold()
+    if buildkit:
+        # BuildKit numbers only the instructions that run (not FROM, ARG, ENV, LABEL...), stage by
+        # stage: the one instruction that reads the same, if there is exactly one.
+        same = [line for line, text in found if _normal(text).casefold() == wanted]
+        return same[0] if len(same) == 1 else None
     line, text = found[step - 1]
-    if _normal(text).casefold() != _normal(instruction).casefold():
-        return None
-    return line
+    return line if _normal(text).casefold() == wanted else None
 
 
 def _annotation_path(path: Path, environ: Mapping[str, str]) -> str:
@@ -180,6 +185,7 @@ class GitHubRenderer:
         dockerfiles: Mapping[str, Path] | None = None,
         groups: bool = True,
         notes: bool = True,
+        buildkit: bool = False,
     ) -> None:
         self.inner = inner
         self.out = out
@@ -188,6 +194,7 @@ class GitHubRenderer:
         self.dockerfiles = dict(dockerfiles or {})
         self.groups = groups
         self.notes = notes
+        self.buildkit = buildkit  # how the build steps are numbered
         self._lock = threading.RLock()
         self._held: dict[str, list[ev.Event]] = {}  # image -> its events, while the image runs
         self._parts: dict[str, int] = {}
@@ -305,7 +312,7 @@ class GitHubRenderer:
                 except OSError:
                     text = None
                 if text is not None:
-                    line = dockerfile_line(text, step.step, step.total, step.instruction)
+                    line = dockerfile_line(text, step.step, step.total, step.instruction, buildkit=self.buildkit)
         message = event.error
         tail = [t for t in event.output[-_ANNOTATION_TAIL:] if t.strip()]
         if tail:

@@ -48,7 +48,7 @@ class Screen:
             github.add_masks(github.secrets_for(plan, os.environ), sys.stderr)
         self._github = github.GitHubRenderer(
             inner, sys.stderr, os.environ, dockerfiles=github.dockerfiles_for(plan),
-            groups=output != "json", notes=verbosity >= 0,
+            groups=output != "json", notes=verbosity >= 0, buildkit=plan.options.builder == "buildkit",
         )
         # Outermost: the GitHub renderer holds an image's events back until it ends, but the log
         # file must be written as they happen (a hung or killed build still leaves its log).

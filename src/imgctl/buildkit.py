@@ -1,0 +1,200 @@
+"""BuildKit's build stream, read into the same events as the classic builder's.
+
+The engine answers `POST /build?version=2` with JSON records like the classic builder's, but the
+progress comes in `{"id": "moby.buildkit.trace", "aux": "<base64>"}` records: a protobuf
+`StatusResponse` (moby/buildkit, api/services/control) of vertexes (the steps: "[2/3] RUN ...")
+and their logs (the output of RUN). The image id comes as `{"id": "moby.image.id", "aux": {"ID": ...}}`
+and a failure as the usual `error`/`errorDetail` record. Pure and fed record by record, so
+recorded streams test it; only the few protobuf fields read here are decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from imgctl.errors import BuildFailed
+from imgctl.events import BuildOutput, BuildStep, Event
+
+# "[2/3] RUN make", "[stage-1 2/3] COPY . /app", "[internal] load build definition from Dockerfile"
+_STEP = re.compile(r"^\[(?:\S+ )?(\d+)/(\d+)\] (.*)$", re.S)
+
+
+@dataclass
+class Vertex:
+    digest: str
+    name: str = ""
+    cached: bool = False
+    started: bool = False
+    completed: bool = False
+    error: str = ""
+
+
+@dataclass
+class Log:
+    vertex: str
+    msg: bytes
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = data[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of one protobuf message: an int for a varint, bytes for anything else."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                size, i = _varint(data, i)
+            else:
+                size = 8 if wire == 1 else 4
+            if i + size > len(data):
+                raise ValueError("truncated field")
+            value, i = data[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield number, value
+
+
+def _text(value: int | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+
+
+def decode_status(data: bytes) -> tuple[list[Vertex], list[Log]]:
+    """The vertexes and logs of a StatusResponse; raises ValueError on bytes that are not one."""
+    vertexes: list[Vertex] = []
+    logs: list[Log] = []
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, bytes):  # Vertex
+            vertex = Vertex(digest="")
+            for n, v in _fields(value):
+                if n == 1:
+                    vertex.digest = _text(v)
+                elif n == 3:
+                    vertex.name = _text(v)
+                elif n == 4:
+                    vertex.cached = bool(v)
+                elif n == 5:
+                    vertex.started = True
+                elif n == 6:
+                    vertex.completed = True
+                elif n == 7:
+                    vertex.error = _text(v)
+            vertexes.append(vertex)
+        elif number == 3 and isinstance(value, bytes):  # VertexLog
+            log = Log(vertex="", msg=b"")
+            for n, v in _fields(value):
+                if n == 1:
+                    log.vertex = _text(v)
+                elif n == 4 and isinstance(v, bytes):
+                    log.msg = v
+            logs.append(log)
+    return vertexes, logs
+
+
+class BuildKitStreamParser:
+    """Reads a BuildKit build stream: steps, output lines, the image id, or the error."""
+
+    def __init__(self, image: str, *, keep_lines: int = 40) -> None:
+        self.image = image
+        self.image_id: str | None = None
+        self.error: str | None = None
+        self.step: str | None = None  # the last step started, or the one that failed
+        self.tail: deque[str] = deque(maxlen=keep_lines)
+        self._seen: set[str] = set()
+        self._names: dict[str, str] = {}
+        self._partial: dict[str, str] = {}  # per vertex: output after its last line end
+
+    def handle(self, record: dict[str, Any]) -> list[Event]:
+        if "error" in record or "errorDetail" in record:
+            detail = record.get("errorDetail")
+            detail = detail if isinstance(detail, dict) else {}
+            self.error = str(detail.get("message") or record.get("error") or "build failed")
+            return self._flush()
+        aux = record.get("aux")
+        if record.get("id") == "moby.image.id" and isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+            self.image_id = aux["ID"]
+        elif record.get("id") == "moby.buildkit.trace" and isinstance(aux, str):
+            try:
+                vertexes, logs = decode_status(base64.b64decode(aux, validate=True))
+            except (ValueError, binascii.Error):
+                return []  # progress only: the outcome comes in its own records
+            # A vertex's output may come with the record that says it completed: announce, print, then
+            # end its last line, as the classic builder's next step does.
+            events = self._vertexes(vertexes) + self._logs(logs)
+            for vertex in vertexes:
+                if vertex.completed and vertex.digest in self._partial:
+                    events.append(self._line(self._partial.pop(vertex.digest)))
+            return events
+        return []
+
+    def _vertexes(self, vertexes: list[Vertex]) -> list[Event]:
+        events: list[Event] = []
+        for vertex in vertexes:
+            if vertex.name:
+                self._names[vertex.digest] = vertex.name
+            if vertex.error:
+                self.step = self._names.get(vertex.digest, self.step)
+            if vertex.digest in self._seen or not (vertex.started or vertex.cached):
+                continue
+            self._seen.add(vertex.digest)
+            match = _STEP.match(vertex.name)
+            if match:
+                self.step = vertex.name
+                events.append(BuildStep(image=self.image, step=int(match.group(1)), total=int(match.group(2)),
+                                        instruction=match.group(3)))
+            else:
+                events.append(BuildOutput(image=self.image, line=vertex.name, internal=True))
+            if vertex.cached:
+                events.append(BuildOutput(image=self.image, line=" ---> Using cache", internal=True))
+        return events
+
+    def _logs(self, logs: list[Log]) -> list[Event]:
+        events: list[Event] = []
+        for log in logs:
+            text = self._partial.pop(log.vertex, "") + log.msg.decode("utf-8", "replace")
+            *lines, rest = text.split("\n")
+            if rest:
+                self._partial[log.vertex] = rest
+            events.extend(self._line(line) for line in lines)
+        return events
+
+    def _line(self, raw: str) -> Event:
+        line = raw.rstrip("\r").split("\r")[-1]
+        self.tail.append(line)
+        return BuildOutput(image=self.image, line=line)
+
+    def _flush(self) -> list[Event]:
+        events = [self._line(rest) for rest in self._partial.values()]
+        self._partial.clear()
+        return events
+
+    def finish(self) -> tuple[list[Event], str]:
+        """Events for any unterminated last lines, and the image id; raises BuildFailed."""
+        events = self._flush()
+        if self.error is not None:
+            where = f" at {self.step}" if self.step else ""
+            raise BuildFailed(f"build of {self.image} failed{where}: {self.error}", output=tuple(self.tail))
+        if not self.image_id:
+            raise BuildFailed(f"build of {self.image} ended without an image id", output=tuple(self.tail))
+        return events, self.image_id
