@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from imgctl.buildkit import BuildKitStreamParser, decode_status
 from imgctl.errors import BuildFailed
 from imgctl.events import BuildOutput, BuildStep, Event, JsonStreamDecoder
-from tests.conftest import chain_config, unique, write_base_context, write_config
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique, write_base_context, write_config, write_context
 from tests.support.registry import RegistryServer
 
 STREAMS = Path(__file__).parent / "fixtures" / "streams"
@@ -135,3 +135,27 @@ def test_a_failing_buildkit_step_fails_the_image(tmp_path: Path, registry: Regis
     assert [(e["image"], e["stage"]) for e in failed] == [("base", "build")]
     assert "RUN echo before-fail && false" in failed[0]["error"] and "exit code: 1" in failed[0]["error"]
     assert "before-fail" in failed[0]["output"]
+
+
+@pytest.mark.engine
+def test_a_base_behind_credentials_is_pulled_first(tmp_path: Path, auth_registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """BuildKit pulls a missing base without credentials (it would need a client session): the
+    failure says to use --pull, and --pull fetches the base with the config's credentials."""
+    host, ns = auth_registry.host, unique()
+    top = {"registry": host, "namespace": ns, "auth": {"username_env": "REG_USER", "password_env": "REG_TOKEN"}}
+    env = {"REG_USER": AUTH_USER, "REG_TOKEN": AUTH_PASSWORD}
+    write_base_context(tmp_path / "base")
+    (tmp_path / "base.yaml").write_text(json.dumps({**top, "images": [{"name": "base", "context": "base"}]}))
+    released = imgctl("release", "-c", str(tmp_path / "base.yaml"), "--version", "1.0.0", env=env)
+    assert released.code == 0, released.output
+    subprocess.run(["docker", "rmi", "-f", f"{host}/{ns}/base:1.0.0", f"{host}/{ns}/base:latest"], capture_output=True, check=True)
+
+    write_context(tmp_path / "app", f"FROM {host}/{ns}/base:1.0.0\nRUN echo on-the-pulled-base\n")
+    config = write_config(tmp_path, {**top, "images": [{"name": "app", "context": "app"}]})
+    without = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", env=env)
+    assert without.code == 1, without.output
+    assert "no active sessions" in without.output and "--pull fetches it" in without.output
+    pulled = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--pull", env=env)
+    assert pulled.code == 0, pulled.output
+    assert auth_registry.manifest_digest(f"{ns}/app", "1.0.0") is not None
+    assert AUTH_PASSWORD not in without.output + pulled.output

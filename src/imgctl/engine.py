@@ -155,7 +155,10 @@ class Engine:
         except BuildFailed as exc:
             if not self._answers():
                 raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {exc.message}") from None
-            if "non-zero code: 137" in exc.message:
+            if "no active sessions" in exc.message:
+                exc.hint = ("BuildKit cannot pull a base image that needs credentials: --pull fetches it "
+                            "with imgctl's credentials first")
+            if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
                 exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
             raise
         for event in events:

@@ -397,7 +397,11 @@ class Release:
                 if base in self._pulled or split_reference(base) in ours:
                     continue
                 self._pulled.add(base)
-                problem = self.engine.pull(base)
+                # A base in a registry of the config is pulled with the credentials imgctl has for it
+                # (BuildKit could not pull it with any); elsewhere, with the docker config's.
+                host = split_reference(base)[0]
+                creds = next((self._creds.get(t.key) for t in self.plan.targets if split_reference(f"{t.host}/x")[0] == host), None)
+                problem = self.engine.pull(base, creds)
             if problem:
                 self.emit(Warning(image=image.name, message=f"could not refresh base image {base}: {problem}"))
 
