@@ -13,13 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imgctl.errors import BuildFailed
-from imgctl.events import BuildOutput, BuildStep, Event
+from imgctl.events import BuildOutput, BuildParser, BuildStep, Event
 
 # "[2/3] RUN make", "[stage-1 2/3] COPY . /app", "[internal] load build definition from Dockerfile"
 _STEP = re.compile(r"^\[(?:\S+ )?(\d+)/(\d+)\] (.*)$", re.S)
@@ -112,24 +110,17 @@ def decode_status(data: bytes) -> tuple[list[Vertex], list[Log]]:
     return vertexes, logs
 
 
-class BuildKitStreamParser:
+class BuildKitStreamParser(BuildParser):
     """Reads a BuildKit build stream: steps, output lines, the image id, or the error."""
 
     def __init__(self, image: str, *, keep_lines: int = 40) -> None:
-        self.image = image
-        self.image_id: str | None = None
-        self.error: str | None = None
-        self.step: str | None = None  # the last step started, or the one that failed
-        self.tail: deque[str] = deque(maxlen=keep_lines)
+        super().__init__(image, keep_lines=keep_lines)
         self._seen: set[str] = set()
         self._names: dict[str, str] = {}
         self._partial: dict[str, str] = {}  # per vertex: output after its last line end
 
     def handle(self, record: dict[str, Any]) -> list[Event]:
-        if "error" in record or "errorDetail" in record:
-            detail = record.get("errorDetail")
-            detail = detail if isinstance(detail, dict) else {}
-            self.error = str(detail.get("message") or record.get("error") or "build failed")
+        if self._failed(record):
             return self._flush()
         aux = record.get("aux")
         if record.get("id") == "moby.image.id" and isinstance(aux, dict) and isinstance(aux.get("ID"), str):
@@ -188,13 +179,3 @@ class BuildKitStreamParser:
         events = [self._line(rest) for rest in self._partial.values()]
         self._partial.clear()
         return events
-
-    def finish(self) -> tuple[list[Event], str]:
-        """Events for any unterminated last lines, and the image id; raises BuildFailed."""
-        events = self._flush()
-        if self.error is not None:
-            where = f" at {self.step}" if self.step else ""
-            raise BuildFailed(f"build of {self.image} failed{where}: {self.error}", output=tuple(self.tail))
-        if not self.image_id:
-            raise BuildFailed(f"build of {self.image} ended without an image id", output=tuple(self.tail))
-        return events, self.image_id

@@ -23,7 +23,7 @@ from imgctl.context import build_context, root_entry
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
 from imgctl.events import (
-    BuildDone, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
+    BuildDone, BuildParser, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
 )
 from imgctl.plan import PlannedImage, PlannedTag
 from imgctl.refs import is_docker_hub
@@ -117,7 +117,7 @@ class Engine:
     ) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build."""
         started = time.monotonic()
-        parser: BuildStreamParser | BuildKitStreamParser = (
+        parser: BuildParser = (
             BuildKitStreamParser(image.name) if builder == "buildkit" else BuildStreamParser(image.name)
         )
         try:

@@ -218,23 +218,50 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BOOKKEEPING = (" ---> ", "Removing intermediate container ", "Successfully built ", "Successfully tagged ")
 
 
-class BuildStreamParser:
-    """Reads a classic-builder stream: steps, output lines, the image id, or the error."""
+class BuildParser:
+    """What both builders' stream parsers share: the error record, the kept tail, the outcome."""
 
     def __init__(self, image: str, *, keep_lines: int = 40) -> None:
         self.image = image
         self.image_id: str | None = None
         self.error: str | None = None
-        self.step: str | None = None
+        self.step: str | None = None  # the step last started (the failing one, once failed)
         self.tail: deque[str] = deque(maxlen=keep_lines)
+
+    def _failed(self, record: dict[str, Any]) -> bool:
+        """Take the error of an error record; is it one?"""
+        if "error" not in record and "errorDetail" not in record:
+            return False
+        detail = record.get("errorDetail")
+        detail = detail if isinstance(detail, dict) else {}
+        self.error = str(detail.get("message") or record.get("error") or "build failed")
+        return True
+
+    def _flush(self) -> list[Event]:
+        """Events for output that has not ended its line yet."""
+        return []
+
+    def finish(self) -> tuple[list[Event], str]:
+        """Events for any unterminated last line, and the image id; raises BuildFailed."""
+        events = self._flush()
+        if self.error is not None:
+            where = f" at {self.step}" if self.step else ""
+            raise BuildFailed(f"build of {self.image} failed{where}: {self.error}", output=tuple(self.tail))
+        if not self.image_id:
+            raise BuildFailed(f"build of {self.image} ended without an image id", output=tuple(self.tail))
+        return events, self.image_id
+
+
+class BuildStreamParser(BuildParser):
+    """Reads a classic-builder stream: steps, output lines, the image id, or the error."""
+
+    def __init__(self, image: str, *, keep_lines: int = 40) -> None:
+        super().__init__(image, keep_lines=keep_lines)
         self._partial = ""
 
     def handle(self, record: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
-        if "error" in record or "errorDetail" in record:
-            detail = record.get("errorDetail")
-            detail = detail if isinstance(detail, dict) else {}
-            self.error = str(detail.get("message") or record.get("error") or "build failed")
+        if self._failed(record):
             return self._flush()
         aux = record.get("aux")
         if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
@@ -271,16 +298,6 @@ class BuildStreamParser:
             line, self._partial = self._partial, ""
             return self._line(line)
         return []
-
-    def finish(self) -> tuple[list[Event], str]:
-        """Events for any unterminated last line, and the image id; raises BuildFailed."""
-        events = self._flush()
-        if self.error is not None:
-            where = f" at {self.step}" if self.step else ""
-            raise BuildFailed(f"build of {self.image} failed{where}: {self.error}", output=tuple(self.tail))
-        if not self.image_id:
-            raise BuildFailed(f"build of {self.image} ended without an image id", output=tuple(self.tail))
-        return events, self.image_id
 
 
 class PushStreamParser:
