@@ -126,15 +126,17 @@ def test_release_with_buildkit(tmp_path: Path, registry: RegistryServer, imgctl)
 
 @pytest.mark.engine
 def test_a_failing_buildkit_step_fails_the_image(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """Chosen by the config's `builder` this time."""
     write_base_context(tmp_path / "base", "RUN echo before-fail && false\n")
-    config = write_config(tmp_path, {"registry": registry.host, "namespace": unique(),
+    config = write_config(tmp_path, {"registry": registry.host, "namespace": unique(), "builder": "buildkit",
                                      "images": [{"name": "base", "context": "base"}]})
-    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--no-cache", "--output", "json")
+    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--no-cache", "--output", "json")
     assert run.code == 1, run.output
     failed = run.of_type("image_failed")
     assert [(e["image"], e["stage"]) for e in failed] == [("base", "build")]
     assert "RUN echo before-fail && false" in failed[0]["error"] and "exit code: 1" in failed[0]["error"]
     assert "before-fail" in failed[0]["output"]
+    assert run.of_type("build_step")[0]["instruction"] == "COPY busybox /bin/busybox"  # BuildKit: FROM scratch is no step
 
 
 @pytest.mark.engine

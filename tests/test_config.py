@@ -291,6 +291,14 @@ def chain_text(count: int, *, cycle: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_builder_must_be_classic_or_buildkit(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = validate(project, VALID + "builder: kit\n", capsys)
+    assert code == 2
+    assert "builder" in err and "classic" in err and "buildkit" in err, err
+    code, _, err = validate(project, VALID + "builder: buildkit\n", capsys)
+    assert (code, err) == (0, "")
+
+
 def test_a_long_chain_listed_dependents_first_is_valid(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Cycle detection walks the graph with its own stack: 3,000 levels deep is no RecursionError."""
     code, out, err = validate(project, chain_text(3000, cycle=False), capsys)

@@ -143,7 +143,7 @@ def release(
     pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
     skip_unchanged: Annotated[bool, typer.Option("--skip-unchanged", help="No build, no push for an image whose registry tags hold the same inputs.")] = False,
-    builder: Annotated[Builder, typer.Option("--builder", envvar="IMGCTL_BUILDER", help="classic (the builder docker-py drives) or buildkit (faster: no container and commit per instruction).")] = Builder.classic,
+    builder: Annotated[Optional[Builder], typer.Option("--builder", envvar="IMGCTL_BUILDER", help="classic (the builder docker-py drives) or buildkit (faster: no container and commit per instruction) [default: the config's builder, classic].", show_default=False)] = None,
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Builds at once; pushes overlap them and do not count [default: twice the CPU count, at least 4].")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,
@@ -167,7 +167,8 @@ def release(
     from imgctl.render.plan import plan_text
 
     loaded = api.load(config)
-    options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded, skip_unchanged, builder.value)
+    options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded, skip_unchanged,
+                       builder.value if builder else loaded.config.builder)
     resolved = api.plan(loaded, version=version, options=options)
     warnings = api.secret_build_args(resolved)
     if strict and warnings:

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
@@ -181,6 +181,9 @@ class Config(_Model):
     )
     nightly_cache: bool = Field(default=False, description="Let --nightly builds use the build cache.")
     oci_labels: bool = Field(default=True, description="Add the org.opencontainers.image.* labels.")
+    builder: Literal["classic", "buildkit"] = Field(
+        default="classic", description="The engine's builder: classic (docker-py's) or buildkit; --builder overrides it."
+    )
 
     @field_validator("registry")
     @classmethod
