@@ -161,3 +161,15 @@ def test_a_base_behind_credentials_is_pulled_first(tmp_path: Path, auth_registry
     assert pulled.code == 0, pulled.output
     assert auth_registry.manifest_digest(f"{ns}/app", "1.0.0") is not None
     assert AUTH_PASSWORD not in without.output + pulled.output
+
+
+@pytest.mark.engine
+def test_a_dockerfile_buildkit_cannot_read_fails_with_its_words(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    write_base_context(tmp_path / "base", "FROBNICATE the-widget\n")
+    config = write_config(tmp_path, {"registry": registry.host, "namespace": unique(), "images": [{"name": "base", "context": "base"}]})
+    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--output", "json")
+    assert run.code == 1, run.output
+    failed = run.of_type("image_failed")
+    assert [(e["image"], e["stage"]) for e in failed] == [("base", "build")]
+    assert "unknown instruction: FROBNICATE" in failed[0]["error"], failed[0]["error"]
+    assert "Traceback" not in run.output

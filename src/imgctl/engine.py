@@ -184,11 +184,13 @@ class Engine:
             f"{api.base_url}/v{api.api_version}/build", params=params, data=itertools.chain([root_entry(image.context)], context),
             headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,
         )
-        if response.status_code >= 400:
+        if response.status_code >= 400:  # e.g. a Dockerfile that does not parse
             try:
                 message = str(response.json().get("message") or response.text)
             except ValueError:
                 message = response.text
+            finally:
+                response.close()
             raise BuildFailed(message.strip() or f"the engine answered {response.status_code}")
         return response.iter_content(chunk_size=None)
 
