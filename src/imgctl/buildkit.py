@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imgctl.events import BuildOutput, BuildParser, BuildStep, Event
+from imgctl.events import BuildOutput, BuildParser, BuildStep, Event, last_state
 
 # "[2/3] RUN make", "[stage-1 2/3] COPY . /app", "[internal] load build definition from Dockerfile"
 _STEP = re.compile(r"^\[(?:\S+ )?(\d+)/(\d+)\] (.*)$", re.S)
@@ -171,9 +171,7 @@ class BuildKitStreamParser(BuildParser):
         return events
 
     def _line(self, raw: str) -> Event:
-        line = raw.rstrip("\r").split("\r")[-1]
-        self.tail.append(line)
-        return BuildOutput(image=self.image, line=line)
+        return self._output(last_state(raw))
 
     def _flush(self) -> list[Event]:
         events = [self._line(rest) for rest in self._partial.values()]

@@ -117,16 +117,15 @@ class Engine:
     ) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build."""
         started = time.monotonic()
-        parser: BuildParser = (
-            BuildKitStreamParser(image.name) if builder == "buildkit" else BuildStreamParser(image.name)
-        )
+        buildkit = builder == "buildkit"
+        parser: BuildParser = BuildKitStreamParser(image.name) if buildkit else BuildStreamParser(image.name)
         try:
             # The context is streamed while the tree is walked (docker-py would write a temp tar first).
             context, dockerfile, labels = build_context(
                 image.context, image.dockerfile, {**image.labels, **(extra_labels or {})}, image.target,
-                fold_labels=builder != "buildkit",
+                fold_labels=not buildkit,
             )
-            if builder == "buildkit":
+            if buildkit:
                 stream = self._buildkit(context, dockerfile, image, labels, no_cache=no_cache, pull=pull)
             else:
                 stream = self._api("build").build(

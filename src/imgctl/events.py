@@ -218,6 +218,11 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BOOKKEEPING = (" ---> ", "Removing intermediate container ", "Successfully built ", "Successfully tagged ")
 
 
+def last_state(raw: str) -> str:
+    """A line as a terminal leaves it: `\r` progress ("10%\r50%\rdone") shows its last state."""
+    return raw.rstrip("\r").split("\r")[-1]
+
+
 class BuildParser:
     """What both builders' stream parsers share: the error record, the kept tail, the outcome."""
 
@@ -227,6 +232,12 @@ class BuildParser:
         self.error: str | None = None
         self.step: str | None = None  # the step last started (the failing one, once failed)
         self.tail: deque[str] = deque(maxlen=keep_lines)
+
+    def _output(self, line: str, *, internal: bool = False) -> BuildOutput:
+        """A line of output; the step's own lines are kept for the failure report."""
+        if not internal:
+            self.tail.append(line)
+        return BuildOutput(image=self.image, line=line, internal=internal)
 
     def _failed(self, record: dict[str, Any]) -> bool:
         """Take the error of an error record; is it one?"""
@@ -283,15 +294,12 @@ class BuildStreamParser(BuildParser):
         return events
 
     def _line(self, raw: str) -> list[Event]:
-        line = raw.rstrip("\r").split("\r")[-1]
+        line = last_state(raw)
         match = _STEP.match(line)
         if match:
             self.step = line
             return [BuildStep(image=self.image, step=int(match.group(1)), total=int(match.group(2)), instruction=match.group(3))]
-        internal = line.startswith(_BOOKKEEPING)
-        if not internal:
-            self.tail.append(line)
-        return [BuildOutput(image=self.image, line=line, internal=internal)]
+        return [self._output(line, internal=line.startswith(_BOOKKEEPING))]
 
     def _flush(self) -> list[Event]:
         if self._partial:

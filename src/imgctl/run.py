@@ -28,6 +28,7 @@ from imgctl.events import (
 from imgctl.plan import OCI, Plan, PlannedImage, PlannedTag
 from imgctl.context import inputs_digest
 from imgctl.dockerfile import split_reference
+from imgctl.refs import is_docker_hub
 from imgctl.registry import RegistryClient
 from imgctl.units import human_bytes
 from imgctl.retry import RetryPolicy, call_with_retries
@@ -397,13 +398,18 @@ class Release:
                 if base in self._pulled or split_reference(base) in ours:
                     continue
                 self._pulled.add(base)
-                # A base in a registry of the config is pulled with the credentials imgctl has for it
-                # (BuildKit could not pull it with any); elsewhere, with the docker config's.
-                host = split_reference(base)[0]
-                creds = next((self._creds.get(t.key) for t in self.plan.targets if split_reference(f"{t.host}/x")[0] == host), None)
-                problem = self.engine.pull(base, creds)
+                problem = self.engine.pull(base, self._creds_for(base))
             if problem:
                 self.emit(Warning(image=image.name, message=f"could not refresh base image {base}: {problem}"))
+
+    def _creds_for(self, reference: str) -> Credentials | None:
+        """The credentials imgctl has for the registry of `reference` if the config pushes there
+        (BuildKit could pull a base behind credentials with none); else None: the docker config's."""
+        host = split_reference(reference)[0]
+        for target in self.plan.targets:
+            if target.host == host or (is_docker_hub(target.host) and is_docker_hub(host)):
+                return self._creds.get(target.key)
+        return None
 
     def _fetch_reused_bases(self, image: PlannedImage) -> None:
         """A base that --skip-unchanged reused was never built here: pull it, with its registry's credentials."""
