@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.support.registry import RegistryServer
+from tests.support.tokenauth import TokenRegistry, TokenService
 
 BUSYBOX = Path("/bin/busybox")
 AUTH_USER = "imgctl-ci"
@@ -48,6 +49,22 @@ def registry(tmp_path: Path, engine: None) -> Iterator[RegistryServer]:
 @pytest.fixture
 def auth_registry(tmp_path: Path, engine: None) -> Iterator[RegistryServer]:
     with RegistryServer(tmp_path / "auth-registry", htpasswd=(AUTH_USER, AUTH_PASSWORD)) as server:
+        yield server
+    _remove_images(server.host)
+
+
+@pytest.fixture
+def token_service() -> Iterator[TokenService]:
+    """auth.docker.io's part: Basic auth in, a JWT for the scopes asked out ({AUTH_USER} may push)."""
+    service = TokenService(users={AUTH_USER: AUTH_PASSWORD}).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path, engine: None, token_service: TokenService) -> Iterator[TokenRegistry]:
+    """A real docker-registry in `auth: token` mode that verifies `token_service`'s JWTs."""
+    with TokenRegistry(tmp_path / "token-registry", token_service) as server:
         yield server
     _remove_images(server.host)
 
