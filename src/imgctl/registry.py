@@ -1,28 +1,35 @@
-"""Asking a registry, over its HTTP API, which digest a tag points at.
+"""imgctl's own requests to a registry's HTTP API: which digest a tag holds, what an image
+stored there was built from, how big it is, and tags added without a push.
 
 This is how imgctl confirms every push independently of the engine's stream. Plain HTTP for
-loopback registries (as the engine treats them), HTTPS elsewhere; Basic or Bearer-token auth.
+loopback registries (as the engine treats them), HTTPS elsewhere; who imgctl is to the registry
+is registry_auth's job. A tag may point at an image index (a multi-arch base, or an image
+another tool pushed with attestations): every question here has an answer for that too.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
+import json
+from typing import Any
 
 import requests
 
+from imgctl import __version__
 from imgctl.auth import Credentials
 from imgctl.errors import AuthFailed, RegistryError
 from imgctl.refs import is_docker_hub
+from imgctl.registry_auth import RegistryAuth, Scope, reason, retry_after
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-    ]
-)
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
+# Without this Accept header registry 2.8 answers a schema1 manifest with another digest.
+MANIFEST_TYPES = ", ".join([DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX])
+USER_AGENT = f"imgctl/{__version__}"
+MAX_CHILDREN = 64  # children of one index read for its size: an index is a handful of platforms
 
 
 def base_url(host: str) -> str:
@@ -36,17 +43,37 @@ def base_url(host: str) -> str:
     return f"{'http' if loopback else 'https'}://{host}"
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+def _new_session(host: str) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # never send registry traffic through a proxy from the environment
+    session.headers["User-Agent"] = USER_AGENT
+    return session
 
 
-def _reason(exc: requests.RequestException) -> str:
-    text = str(exc).lower()
-    for known in ("connection refused", "connection reset", "name or service not known", "timed out"):
-        if known in text:
-            return known
-    return "read timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+class Manifest:
+    """A manifest as the registry sent it: its bytes are what a tag PUT must send back."""
+
+    def __init__(self, body: bytes, media_type: str, digest: str) -> None:
+        self.body, self.media_type, self.digest = body, media_type, digest
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        self.data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        self.media_type = media_type or str(self.data.get("mediaType") or DOCKER_MANIFEST)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES or "manifests" in self.data
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        return [m for m in self.data.get("manifests") or [] if isinstance(m, dict) and m.get("digest")]
+
+    def blob_sizes(self) -> dict[str, int]:
+        """Digest -> size of the config and layers of a single image's manifest."""
+        blobs = [self.data.get("config"), *(self.data.get("layers") or [])]
+        return {b["digest"]: int(b["size"]) for b in blobs if isinstance(b, dict) and "digest" in b and "size" in b}
 
 
 class RegistryClient:
@@ -54,14 +81,19 @@ class RegistryClient:
         self.host = host
         self.creds = creds
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.trust_env = False  # never send registry traffic through a proxy from the environment
-        self._token: dict[str, str] = {}
-        self._manifests: dict[tuple[str, str], tuple[bytes, str]] = {}  # (path, digest) -> (body, media type)
+        self.session = _new_session(host)
+        self.auth = RegistryAuth(host, base_url(host), creds, self.session, timeout=timeout)
+        self._manifests: dict[tuple[str, str], Manifest] = {}  # (path, digest): what a digest names never changes
+
+    def check_access(self, paths: list[str]) -> None:
+        """Prove now that the credentials may push to every repository of `paths` (one token
+        request for them all), so that a wrong password fails before anything is built."""
+        if self.creds is not None:
+            self.auth.check(tuple((path, "pull,push") for path in paths))
 
     def manifest_digest(self, path: str, reference: str) -> str | None:
-        """The digest `path:reference` points at, or None if the registry has no such tag."""
-        response = self._request("HEAD", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
+        """The digest `path:reference` points at (an index's own, for an index); None if absent."""
+        response = self._request("HEAD", path, "manifests", reference)
         if response.status_code == 404:
             return None
         digest = response.headers.get("Docker-Content-Digest")
@@ -69,103 +101,95 @@ class RegistryClient:
             raise RegistryError(f"{self.host} answered without a Docker-Content-Digest for {path}:{reference}")
         return digest
 
-    def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str, str | None] | None:
-        """(manifest digest, config digest: the image id, value of `label` in the image config) of
-        `path:reference`; None if absent, or not a single image."""
-        response = self._request("GET", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
+    def manifest(self, path: str, reference: str, *, push: bool = False) -> Manifest | None:
+        """The manifest `path:reference` names; None if absent. Kept for a digest reference."""
+        if (path, reference) in self._manifests:
+            return self._manifests[path, reference]
+        response = self._request("GET", path, "manifests", reference, push=push)
         if response.status_code == 404:
             return None
-        digest = response.headers.get("Docker-Content-Digest", "")
-        try:
-            config_digest = response.json()["config"]["digest"]
-        except (ValueError, KeyError, TypeError):
-            return None  # a manifest list, or something imgctl did not push
-        blob = self._request("GET", self._url(path, "blobs", config_digest), scope=f"repository:{path}:pull")
+        found = Manifest(response.content, response.headers.get("Content-Type", "").split(";")[0].strip(),
+                         response.headers.get("Docker-Content-Digest", ""))
+        if reference.startswith("sha256:"):
+            self._manifests[path, reference] = found
+        return found
+
+    def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str, str | None] | None:
+        """(manifest digest, config digest: the image id, value of `label` in the image config) of
+        `path:reference`; None if absent, or an index (imgctl pushes single images: an index
+        there was put by something else, and so holds no build of these inputs)."""
+        found = self.manifest(path, reference)
+        if found is None or found.is_index:
+            return None
+        config = found.data.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
+            return None
+        blob = self._request("GET", path, "blobs", config["digest"])
         try:
             labels = (blob.json().get("config") or {}).get("Labels") or {}
         except (ValueError, AttributeError):
             labels = {}
-        value = labels.get(label)
-        return digest, config_digest, value if isinstance(value, str) else None
+        value = labels.get(label) if isinstance(labels, dict) else None
+        return found.digest, config["digest"], value if isinstance(value, str) else None
 
     def stored_size(self, path: str, reference: str) -> int | None:
-        """Bytes the registry stores for `path:reference` (config and compressed layers); None if absent."""
-        response = self._request("GET", self._url(path, "manifests", reference), scope=f"repository:{path}:pull")
-        if response.status_code == 404:
+        """Bytes the registry stores for `path:reference`: config and compressed layers, each
+        blob once; for an index, those of every child it lists. None if absent."""
+        found = self.manifest(path, reference)
+        if found is None:
             return None
-        try:
-            manifest = response.json()
-            return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
-        except (ValueError, KeyError, TypeError):
-            return None  # a manifest list: no single size
+        if not found.is_index:
+            sizes = found.blob_sizes()
+            return sum(sizes.values()) if sizes else None
+        blobs: dict[str, int] = {}
+        for child in found.children[:MAX_CHILDREN]:
+            manifest = self.manifest(path, str(child["digest"]))
+            if manifest is None or manifest.is_index:
+                continue
+            blobs.update(manifest.blob_sizes())
+        return sum(blobs.values()) if blobs else None
 
     def add_tag(self, path: str, digest: str, tag: str) -> None:
         """Point `tag` at the manifest `digest` already in the repository: a tag without a push."""
-        scope = f"repository:{path}:pull,push"
-        if (path, digest) not in self._manifests:  # content-addressed: what a digest names never changes
-            got = self._request("GET", self._url(path, "manifests", digest), scope=scope)
-            if got.status_code != 200:
-                raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
-            self._manifests[path, digest] = got.content, got.headers.get("Content-Type", MANIFEST_TYPES.split(", ")[0])
-        body, content_type = self._manifests[path, digest]
-        put = self._request("PUT", self._url(path, "manifests", tag), scope=scope, body=body, content_type=content_type)
+        found = self.manifest(path, digest, push=True)
+        if found is None:
+            raise RegistryError(f"registry {self.host} has no manifest {digest} in {path}")
+        put = self._request("PUT", path, "manifests", tag, push=True, body=found.body, content_type=found.media_type)
         if put.status_code != 201:
             raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
 
-    def _url(self, path: str, kind: str, reference: str) -> str:
-        return f"{base_url(self.host)}/v2/{path}/{kind}/{reference}"
-
     def _request(
-        self, method: str, url: str, *, scope: str, body: bytes | None = None, content_type: str | None = None
+        self, method: str, path: str, kind: str, reference: str, *, push: bool = False,
+        body: bytes | None = None, content_type: str | None = None,
     ) -> requests.Response:
-        headers = {"Accept": MANIFEST_TYPES}
-        if content_type:
-            headers["Content-Type"] = content_type
-        if scope in self._token:
-            headers["Authorization"] = self._token[scope]
-        try:
-            response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
-            if response.status_code == 401 and "Authorization" not in headers:
-                headers["Authorization"] = self._authorize(response, scope)
-                response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RegistryError(f"cannot reach registry {self.host}: {_reason(exc)}", transient=True) from None
-        if response.status_code in (401, 403):
-            who = f"user {self.creds.username!r}" if self.creds else "anonymous access"
-            doing = "writing" if method == "PUT" else "reading"
-            raise AuthFailed(f"registry {self.host} refused {who} {doing} {url.split('/v2/', 1)[1]}")
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RegistryError(
-                f"registry {self.host} answered {response.status_code} for {method} {url.split('/v2/', 1)[1]}",
-                transient=True, retry_after=_retry_after(response),
-            )
-        if response.status_code not in (200, 201, 404):
-            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {url}")
-        return response
-
-    def _authorize(self, challenge: requests.Response, scope: str) -> str:
-        header = challenge.headers.get("WWW-Authenticate", "")
-        scheme, _, params = header.partition(" ")
-        if scheme.lower() == "basic":
-            if not self.creds:
-                return ""
-            import base64
-
-            raw = f"{self.creds.username}:{self.creds.password}".encode()
-            value = "Basic " + base64.b64encode(raw).decode()
-        elif scheme.lower() == "bearer":
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-            query = {"service": fields.get("service", ""), "scope": fields.get("scope", scope)}
-            auth = (self.creds.username, self.creds.password) if self.creds else None
+        scopes: tuple[Scope, ...] = ((path, "pull,push" if push or method == "PUT" else "pull"),)
+        url = f"{base_url(self.host)}/v2/{path}/{kind}/{reference}"
+        renewed = False
+        while True:
+            headers = {"Accept": MANIFEST_TYPES}
+            if content_type:
+                headers["Content-Type"] = content_type
+            sent = self.auth.header(scopes)
+            if sent:
+                headers["Authorization"] = sent
             try:
-                answer = self.session.get(fields["realm"], params=query, auth=auth, timeout=self.timeout)
-            except (requests.RequestException, KeyError) as exc:
-                raise RegistryError(f"token request to {self.host} failed: {type(exc).__name__}", transient=True) from None
-            if answer.status_code != 200:
-                raise AuthFailed(f"registry {self.host} refused a token for {scope}")
-            body = answer.json()
-            value = "Bearer " + str(body.get("token") or body.get("access_token") or "")
-        else:
-            return ""
-        self._token[scope] = value
-        return value
+                response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise RegistryError(f"cannot reach registry {self.host}: {reason(exc)}", transient=True) from None
+            if response.status_code != 401 or (sent is not None and renewed):
+                break
+            # No credentials sent yet (the registry says how), or a token it no longer takes:
+            # renewed once, after which a 401 is an auth failure.
+            renewed = renewed or sent is not None
+            if not self.auth.challenged(response, scopes, sent=sent):
+                break
+        what = f"{path}/{kind}/{reference}"
+        if response.status_code in (401, 403):
+            doing = "writing" if method == "PUT" else "reading"
+            raise AuthFailed(f"registry {self.host} refused {self.auth.who} {doing} {what}")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}",
+                                transient=True, retry_after=retry_after(response))
+        if response.status_code not in (200, 201, 404):
+            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}")
+        return response

@@ -164,24 +164,30 @@ class Release:
         return result
 
     def _authenticate(self) -> None:
-        """Credentials for every target, checked with the registry before anything is built."""
-        used = {t.target for image in self.plan.images for t in image.tags + image.held_back}
+        """Credentials for every target, checked with the registry before anything is built: one
+        token request for push to every repository the release writes there."""
+        paths: dict[str, list[str]] = {}
+        for image in self.plan.images:
+            for tag in image.tags + image.held_back:
+                paths.setdefault(tag.target, [])
+                if tag.api_path not in paths[tag.target]:
+                    paths[tag.target].append(tag.api_path)
         for target in self.plan.targets:
-            if target.key not in used:
+            if target.key not in paths:
                 continue
             creds = from_environment(target.host, target.username_env, target.password_env, self.environ)
             if creds is None:
                 creds = self.engine.config_credentials(target.host)
+            registry = RegistryClient(target.host, creds)
             if creds is not None:
-                login_creds = creds
                 call_with_retries(
-                    lambda: self.engine.login(target.host, login_creds),
+                    lambda: registry.check_access(paths[target.key]),
                     policy=self.policy,
                     on_retry=self._retry_reporter(None, f"login to {target.host}"),
                 )
                 self.emit(LoggedIn(registry=target.host, username=creds.username, source=creds.source))
             self._creds[target.key] = creds
-            self._registries[target.key] = RegistryClient(target.host, creds)
+            self._registries[target.key] = registry
 
     def _run_graph(self) -> None:
         """Start each image once its dependencies are built; `jobs` builds run at once.

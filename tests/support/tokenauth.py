@@ -59,6 +59,7 @@ class TokenRequest:
     grant_type: str | None  # None for the GET (Basic auth) flow
     status: int
     offline: bool = False
+    agent: str = ""  # User-Agent: the daemon's pushes and imgctl's own requests tell apart
 
 
 @dataclass
@@ -73,7 +74,8 @@ class TokenService:
     users: dict[str, str]
     service: str = "imgctl-test-registry"
     issuer: str = "imgctl-test-issuer"
-    lifetime: int = 300
+    lifetime: int = 300  # expires_in, and how long the registry takes the token
+    lies_about_lifetime: int | None = None  # the registry takes it only this long; expires_in still says `lifetime`
     anonymous_pull: bool = True
     refresh_tokens: bool = False
     send_expires_in: bool = True
@@ -113,7 +115,7 @@ class TokenService:
     def mint(self, subject: str, scopes: list[tuple[str, str, list[str]]], lifetime: int | None = None) -> str:
         """A signed JWT granting `scopes` ((type, name, actions) each)."""
         now = int(time.time())
-        life = self.lifetime if lifetime is None else lifetime
+        life = lifetime if lifetime is not None else self.lies_about_lifetime or self.lifetime
         header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
         claims = {
             "iss": self.issuer, "sub": subject, "aud": self.service,
@@ -161,9 +163,11 @@ class TokenService:
             granted.append((kind, name, allowed))
         return granted
 
-    def issued(self, user: str | None = None) -> list[TokenRequest]:
+    def issued(self, user: str | None = None, *, agent: str = "") -> list[TokenRequest]:
+        """Tokens handed out (to `user`; to clients whose User-Agent starts with `agent`)."""
         with self._lock:
-            return [r for r in self.requests if r.status == 200 and (user is None or r.user == user)]
+            return [r for r in self.requests if r.status == 200 and (user is None or r.user == user)
+                    and r.agent.startswith(agent)]
 
     def _record(self, request: TokenRequest) -> None:
         with self._lock:
@@ -210,7 +214,7 @@ class TokenService:
                 fault = service._take_fault()
                 if fault is None:
                     return False
-                service._record(TokenRequest(method, None, (), None, fault.status))
+                service._record(TokenRequest(method, None, (), None, fault.status, agent=self.headers.get("User-Agent", "")))
                 extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 self._send(fault.status, {"errors": [{"code": "UNAVAILABLE", "message": "token service fault"}]}, extra)
                 return True
@@ -230,12 +234,12 @@ class TokenService:
                 if header.startswith("Basic "):
                     name, _, password = base64.b64decode(header[6:]).decode().partition(":")
                     if service.users.get(name) != password:
-                        service._record(TokenRequest("GET", name, tuple(scopes), None, 401, offline))
+                        service._record(TokenRequest("GET", name, tuple(scopes), None, 401, offline, self.headers.get("User-Agent", "")))
                         self._send(401, {"details": "incorrect username or password"},
                                    {"WWW-Authenticate": f'Basic realm="{service.realm}"'})
                         return
                     user = name
-                service._record(TokenRequest("GET", user, tuple(scopes), None, 200, offline))
+                service._record(TokenRequest("GET", user, tuple(scopes), None, 200, offline, self.headers.get("User-Agent", "")))
                 self._send(200, service._answer(user, scopes, offline))
 
             def do_POST(self) -> None:  # noqa: N802
@@ -253,10 +257,10 @@ class TokenService:
                     name, password = form.get("username", [""])[0], form.get("password", [""])[0]
                     user = name if service.users.get(name) == password else None
                 if user is None:
-                    service._record(TokenRequest("POST", None, tuple(scopes), grant, 401))
+                    service._record(TokenRequest("POST", None, tuple(scopes), grant, 401, agent=self.headers.get("User-Agent", "")))
                     self._send(401, {"error": "invalid_grant"})
                     return
-                service._record(TokenRequest("POST", user, tuple(scopes), grant, 200))
+                service._record(TokenRequest("POST", user, tuple(scopes), grant, 200, agent=self.headers.get("User-Agent", "")))
                 body = service._answer(user, scopes, offline=form.get("access_type", [""])[0] == "offline")
                 body.pop("token", None)
                 body.setdefault("access_token", service.mint(user, service.grant(user, scopes)))
