@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urljoin
 
 import requests
 
@@ -154,5 +156,27 @@ class RegistryServer:
         )
         if r.status_code == 404:
             return None
+        r.raise_for_status()
+        return r.headers["Docker-Content-Digest"]
+
+    # -- writing what other tools push (indexes, attestations) -------------------------------
+
+    def put_blob(self, repo: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        started = self.session.post(f"{self.url}/v2/{repo}/blobs/uploads/", timeout=10)
+        started.raise_for_status()
+        location = urljoin(self.url, started.headers["Location"])
+        done = self.session.put(location, params={"digest": digest}, data=data,
+                                headers={"Content-Type": "application/octet-stream"}, timeout=10)
+        done.raise_for_status()
+        return digest
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
+        r = self.session.get(f"{self.url}/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+        r.raise_for_status()
+        return r.content, r.headers["Content-Type"]
+
+    def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
+        r = self.session.put(f"{self.url}/v2/{repo}/manifests/{ref}", data=body, headers={"Content-Type": media_type}, timeout=10)
         r.raise_for_status()
         return r.headers["Docker-Content-Digest"]
