@@ -14,7 +14,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from imgctl.auth import Credentials, from_environment, remember_secret
+from imgctl.auth import Credentials, find_credentials, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
 from imgctl.errors import UsageError
 from imgctl.facts import gather
@@ -106,7 +106,7 @@ def login(
                 raise UsageError("--password-stdin needs a username: pass --username or set " + (target.username_env or "it"))
             creds: Credentials | None = Credentials(user, password, "standard input")
         else:
-            creds = from_environment(target.host, target.username_env, target.password_env) or engine.config_credentials(target.host)
+            creds = find_credentials(target.host, target.username_env, target.password_env)
         if creds is not None:
             engine.login(target.host, creds)
         checked.append((target, creds))

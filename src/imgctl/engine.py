@@ -17,9 +17,11 @@ import docker
 import docker.errors
 import requests
 
-from imgctl.auth import Credentials
+from imgctl import dockerconfig
+from imgctl.auth import Credentials, find_credentials
 from imgctl.buildkit import BuildKitStreamParser
 from imgctl.context import build_context, root_entry
+from imgctl.dockerconfig import CredentialHelperError
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
 from imgctl.events import (
@@ -40,11 +42,7 @@ except ImportError:  # pragma: no cover
     StoreError = docker.errors.DockerException  # type: ignore[misc,assignment]
 
 
-class CredentialStoreError(ImgctlError):
-    hint = (
-        "Your docker config names a credential helper (credsStore/credHelpers) that is not installed. "
-        "Install it, remove that entry from ~/.docker/config.json, or run with --private-docker-config."
-    )
+CredentialStoreError = CredentialHelperError  # a helper named by the docker config is missing or failed
 
 
 def _unavailable(exc: BaseException) -> EngineUnavailable:
@@ -98,18 +96,15 @@ class Engine:
             return False
 
     def check_docker_config(self) -> None:
-        """Fail early and clearly if the docker config names a credential helper that is missing.
+        """Fail early and clearly if the docker config names a credential helper that is not installed.
 
-        docker-py consults every helper on each build and push, and raises StoreError from deep inside.
+        docker-py runs every helper the config names on each classic build (it sends the engine all
+        stored credentials, for base images) and raises StoreError from deep inside.
         """
-        from docker import auth as docker_auth
-
-        try:
-            docker_auth.load_config().get_all_credentials()
-        except StoreError as exc:
-            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
-        except docker.errors.DockerException:
-            pass
+        missing = dockerconfig.missing_helpers()
+        if missing:
+            named = "; ".join(f"{dockerconfig.HELPER_PREFIX}{name} (from {', '.join(where)})" for name, where in missing.items())
+            raise CredentialStoreError(f"docker credential helper not installed: {named}, in {dockerconfig.config_path()}")
 
     def build(
         self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit, extra_labels: dict[str, str] | None = None,
@@ -215,12 +210,17 @@ class Engine:
             raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
 
     def login(self, host: str, creds: Credentials) -> None:
-        """Check credentials with the registry now (reauth: docker-py would answer from its cache)."""
+        """Check credentials with the registry now, through the engine (POST /auth).
+
+        Not docker-py's login(): it cannot send an identity token, it answers from its cache unless
+        reauth, and it reads the docker config itself (raising StoreError for a missing helper).
+        With an identity token the engine runs the OAuth2 refresh-token flow, as it does for a push.
+        (_post_json/_url/_result are the very calls docker-py's login makes.)
+        """
+        payload: dict[str, str | None] = {**creds.as_auth_config(), "serveraddress": None if is_docker_hub(host) else host}
+        api = self._api("control")
         try:
-            self._api("control").login(
-                username=creds.username, password=creds.password,
-                registry=None if is_docker_hub(host) else host, reauth=True,
-            )
+            api._result(api._post_json(api._url("/auth"), data=payload), json=True)
         except docker.errors.APIError as exc:
             text = _explain(exc)
             transient, _ = classify_text(text)
@@ -230,25 +230,13 @@ class Engine:
                     hint="Check the username and token; for Docker Hub use an access token with write scope.",
                 ) from None
             raise RegistryError(f"login to {host} failed: {text}", transient=True) from None
-        except StoreError as exc:
-            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
         except requests.RequestException as exc:
             raise _unavailable(exc) from None
 
     def config_credentials(self, host: str) -> Credentials | None:
-        """What the user's docker config holds for `host` (an earlier `docker login`), if anything."""
-        from docker import auth as docker_auth
-
-        try:
-            config = docker_auth.load_config()
-            found = config.resolve_authconfig(None if is_docker_hub(host) else host)
-        except StoreError as exc:
-            raise CredentialStoreError(f"docker credential helper failed for {host}: {_short(exc)}") from None
-        except docker.errors.DockerException:
-            return None
-        if not found or not found.get("username") or not found.get("password"):
-            return None
-        return Credentials(found["username"], found["password"], "docker config")
+        """What the user's docker config holds for `host` (an earlier `docker login`), if anything:
+        the docker config's part of auth.find_credentials (helpers, then auths, as the docker CLI)."""
+        return find_credentials(host, None, None)
 
     def push(self, image: str, tag: PlannedTag, creds: Credentials | None, emit: Emit) -> tuple[str, int | None]:
         """Push one tag with live layer progress; return (digest, size) taken from the stream."""
@@ -257,7 +245,9 @@ class Engine:
         try:
             stream = self._api("push").push(
                 tag.repository, tag=tag.tag, stream=True, decode=False,
-                auth_config=creds.as_auth_config() if creds else None,
+                # Always explicit: with None, docker-py would look the docker config up its own way.
+                # {} is an anonymous push, as imgctl's own requests are then.
+                auth_config=creds.as_auth_config() if creds else {},
             )
             for record in _records(stream):
                 for event in parser.handle(record):
