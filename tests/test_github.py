@@ -24,7 +24,7 @@ from imgctl.render.github import (
     write_outputs,
 )
 from imgctl.render.plain import PlainRenderer
-from imgctl.run import ImageResult, ReleaseResult, TagResult
+from imgctl.results import ImageResult, ReleaseResult, TagResult
 from tests.conftest import unique, write_base_context, write_context
 
 STREAMS = Path(__file__).parent / "fixtures" / "streams"

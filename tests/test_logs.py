@@ -14,7 +14,7 @@ from imgctl.auth import remember_secret
 from imgctl.render.github import GitHubRenderer
 from imgctl.render.logs import BuildLogs, log_path
 from imgctl.render.summary import print_summary, summary_rows, summary_text
-from imgctl.run import ImageResult, ReleaseResult, TagResult
+from imgctl.results import ImageResult, ReleaseResult, TagResult
 from tests.conftest import unique, write_base_context, write_config, write_context
 
 D1 = "sha256:" + "1" * 64

@@ -18,7 +18,7 @@ import docker.errors
 import requests
 
 from imgctl import dockerconfig
-from imgctl.auth import Credentials, find_credentials
+from imgctl.auth import Credentials
 from imgctl.buildkit import BuildKitStreamParser
 from imgctl.context import build_context, root_entry
 from imgctl.dockerconfig import CredentialHelperError
@@ -232,11 +232,6 @@ class Engine:
             raise RegistryError(f"login to {host} failed: {text}", transient=True) from None
         except requests.RequestException as exc:
             raise _unavailable(exc) from None
-
-    def config_credentials(self, host: str) -> Credentials | None:
-        """What the user's docker config holds for `host` (an earlier `docker login`), if anything:
-        the docker config's part of auth.find_credentials (helpers, then auths, as the docker CLI)."""
-        return find_credentials(host, None, None)
 
     def push(self, image: str, tag: PlannedTag, creds: Credentials | None, emit: Emit) -> tuple[str, int | None]:
         """Push one tag with live layer progress; return (digest, size) taken from the stream."""

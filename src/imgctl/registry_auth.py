@@ -145,7 +145,7 @@ class RegistryAuth:
         if not realm:
             raise RegistryError(f"registry {self.host} asked for a token but named no realm")
         service = self._params.get("service", "")
-        identity = getattr(self.creds, "identity_token", None)
+        identity = self.creds.identity_token if self.creds else None
         try:
             if identity:
                 form = {"grant_type": "refresh_token", "refresh_token": identity, "service": service,

@@ -47,7 +47,7 @@ from imgctl.units import human_bytes
 
 if TYPE_CHECKING:
     from imgctl.plan import Plan
-    from imgctl.run import ReleaseResult
+    from imgctl.results import ReleaseResult
 
 __all__ = [
     "GitHubRenderer",

@@ -18,7 +18,7 @@ from imgctl.plan import Plan
 from imgctl.render import github
 from imgctl.render.logs import BuildLogs
 from imgctl.render.summary import print_summary, summary_rows, summary_text
-from imgctl.run import ReleaseResult
+from imgctl.results import ReleaseResult
 
 
 class Screen:

@@ -9,7 +9,7 @@ from imgctl.auth import redact
 from imgctl.plan import Plan
 from imgctl.render.logs import log_path
 from imgctl.units import human_bytes
-from imgctl.run import ImageResult, ReleaseResult
+from imgctl.results import ImageResult, ReleaseResult
 
 if TYPE_CHECKING:
     from rich.console import Console

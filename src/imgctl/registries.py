@@ -1,0 +1,73 @@
+"""The registries a release writes to: whose credentials, checked once before anything is
+built, and one client each, shared by every image of the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from imgctl.auth import Credentials, find_credentials
+from imgctl.engine import Engine
+from imgctl.events import Event, LoggedIn
+from imgctl.plan import Plan, PlannedTag
+from imgctl.dockerfile import split_reference
+from imgctl.refs import is_docker_hub
+from imgctl.registry import RegistryClient
+from imgctl.retry import RetryPolicy, call_with_retries
+from imgctl.retry_report import reporter
+
+
+class Registries:
+    def __init__(
+        self, plan: Plan, engine: Engine, policy: RetryPolicy, emit: Callable[[Event], None],
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.policy = policy
+        self.emit = emit
+        self.environ = environ
+        self._creds: dict[str, Credentials | None] = {}
+        self._clients: dict[str, RegistryClient] = {}
+
+    def authenticate(self) -> None:
+        """Credentials for every target the release writes to, checked with the registry: one
+        token request for push to every repository of the release there."""
+        paths: dict[str, list[str]] = {}
+        for image in self.plan.images:
+            for tag in image.tags + image.held_back:
+                repositories = paths.setdefault(tag.target, [])
+                if tag.api_path not in repositories:
+                    repositories.append(tag.api_path)
+        for target in self.plan.targets:
+            if target.key not in paths:
+                continue
+            creds = find_credentials(target.host, target.username_env, target.password_env, self.environ)
+            client = RegistryClient(target.host, creds)
+            if creds is not None:
+                call_with_retries(
+                    lambda: client.check_access(paths[target.key]),
+                    policy=self.policy,
+                    on_retry=reporter(self.emit, None, f"login to {target.host}"),
+                )
+                self.emit(LoggedIn(registry=target.host, username=creds.username, source=creds.source))
+            self._creds[target.key] = creds
+            self._clients[target.key] = client
+
+    def creds(self, target: str) -> Credentials | None:
+        """The credentials of a target (a registry's key in the config); None: anonymous."""
+        return self._creds.get(target)
+
+    def client(self, tag: PlannedTag) -> RegistryClient:
+        """The client for the tag's registry (made at login; made here when nothing is pushed)."""
+        if tag.target not in self._clients:
+            self._clients[tag.target] = RegistryClient(tag.host, self._creds.get(tag.target))
+        return self._clients[tag.target]
+
+    def creds_for(self, reference: str) -> Credentials | None:
+        """The credentials imgctl has for the registry of `reference` if the config pushes there
+        (BuildKit could pull a base behind credentials with none); else None: the docker config's."""
+        host = split_reference(reference)[0]
+        for target in self.plan.targets:
+            if target.host == host or (is_docker_hub(target.host) and is_docker_hub(host)):
+                return self._creds.get(target.key)
+        return None

@@ -1,0 +1,91 @@
+"""--skip-unchanged: the digest of everything an image's build reads, and whether every
+registry it goes to already holds a build of exactly that."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from imgctl.context import inputs_digest
+from imgctl.dockerfile import split_reference
+from imgctl.engine import Engine
+from imgctl.errors import ImgctlError
+from imgctl.events import Event, Reused, Warning
+from imgctl.plan import OCI, Plan, PlannedImage
+from imgctl.registries import Registries
+from imgctl.results import ImageResult
+
+INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
+
+
+class Reuse:
+    def __init__(
+        self, plan: Plan, engine: Engine, registries: Registries, results: dict[str, ImageResult],
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.registries = registries
+        self.results = results
+        self.emit = emit
+        self.found: dict[tuple[str, str, str], str] = {}  # (image, registry, repository) -> digest whose inputs match
+
+    def inputs(self, image: PlannedImage) -> str | None:
+        """The digest of everything the build reads; None when a base image's digest is unknown."""
+        bases: dict[str, str] = {}
+        for base in image.bases:
+            digest = self._base_digest(base)
+            if digest is None:
+                return None
+            bases[split_reference(base)[1]] = digest
+        # created and version change on every run without changing the image: leave them out, so a
+        # reused image keeps the labels of the build it came from.
+        labels = {k: v for k, v in image.labels.items() if k not in (OCI + "created", OCI + "version")}
+        facts = {f"arg:{k}": v for k, v in image.build_args.items()}
+        facts |= {f"label:{k}": v for k, v in labels.items()} | {"target": image.target or ""}
+        try:
+            return inputs_digest(image.context, image.dockerfile, facts, bases)
+        except ImgctlError:
+            return None  # the build will report the problem
+
+    def find_same(self, image: PlannedImage, inputs: str) -> bool:
+        """True if every registry already holds an image of this one's tags built from the same inputs."""
+        found: dict[tuple[str, str], str] = {}  # every repository must hold it: a tag is added there
+        image_id: str | None = None
+        for tag in image.tags + image.held_back:
+            if (tag.target, tag.api_path) in found:
+                continue
+            try:
+                seen = self.registries.client(tag).inputs_of(tag.api_path, tag.tag, INPUTS_LABEL)
+            except ImgctlError:
+                seen = None
+            if seen and seen[2] == inputs:
+                found[tag.target, tag.api_path] = seen[0]
+                image_id = image_id or seen[1]
+        if {(t.target, t.api_path) for t in image.tags} - set(found):
+            return False
+        self.results[image.name].image_id = image_id
+        for (target, path), digest in found.items():
+            self.found[(image.name, target, path)] = digest
+        self.emit(Reused(image=image.name, inputs=inputs))
+        return True
+
+    def fetch_reused_bases(self, image: PlannedImage) -> None:
+        """A base that --skip-unchanged reused was never built here: pull it, with its registry's credentials."""
+        for dep in image.depends_on:
+            if not any(key[0] == dep for key in self.found):
+                continue
+            for base in image.bases:
+                tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
+                if tag and self.engine.local_image_id(base) is None:
+                    problem = self.engine.pull(base, self.registries.creds(tag.target))
+                    if problem:
+                        self.emit(Warning(image=image.name, message=f"could not pull the reused base {base}: {problem}"))
+
+    def _base_digest(self, base: str) -> str | None:
+        """The image id of a base image: for an image of this run, the one it built or reused (its
+        dependents build once it is built, before any push); else the local image's."""
+        repository = split_reference(base)
+        for image in self.plan.images:
+            if any(split_reference(r.reference) == repository for r in self.results[image.name].tags):
+                return self.results[image.name].image_id
+        return self.engine.local_image_id(base)
