@@ -24,7 +24,7 @@ from imgctl.errors import RegistryError
 from imgctl.transport import new_session
 from tests.conftest import unique, write_base_context, write_config
 from tests.support.registry import RegistryServer, free_port
-from tests.support.tls import CA, TLSRegistryServer, certs_d, hosts_entry, make_ca, system_ca, test_hostname
+from tests.support.tls import CA, TLSRegistryServer, certs_d, hosts_entry, make_ca, registry_hostname, system_ca
 
 pytestmark = pytest.mark.engine
 
@@ -45,7 +45,7 @@ def ca(tmp_path: Path) -> CA:
 
 @pytest.fixture
 def tls_registry(tmp_path: Path, engine: None, ca: CA) -> Iterator[TLSRegistryServer]:
-    name = test_hostname()
+    name = registry_hostname()
     with hosts_entry(name), TLSRegistryServer(tmp_path / "registry", name=name, ca=ca, server=ca.issue(tmp_path / "server", name)) as server:
         yield server
         _remove_images(server.host)
@@ -161,7 +161,7 @@ def test_ssl_cert_file(tmp_path: Path, tls_registry: TLSRegistryServer, ca: CA, 
 
 
 def test_certificate_for_another_name_is_refused(tmp_path: Path, engine: None, ca: CA) -> None:
-    name = test_hostname()
+    name = registry_hostname()
     wrong = ca.issue(tmp_path / "server", "someone-else.imgctl.test")
     with hosts_entry(name), TLSRegistryServer(tmp_path / "registry", name=name, ca=ca, server=wrong) as server, certs_d(server.host, ca):
         with pytest.raises(RegistryError, match=rf"registry {server.host} is not trusted \(Hostname mismatch"):
@@ -169,7 +169,7 @@ def test_certificate_for_another_name_is_refused(tmp_path: Path, engine: None, c
 
 
 def test_client_certificate_from_certs_d(tmp_path: Path, engine: None, ca: CA) -> None:
-    name = test_hostname()
+    name = registry_hostname()
     client_ca = make_ca(tmp_path / "client-ca", "imgctl test client CA")
     server_pair = ca.issue(tmp_path / "server", name)
     with hosts_entry(name), TLSRegistryServer(tmp_path / "registry", name=name, ca=ca, server=server_pair, client_ca=client_ca) as server:

@@ -110,12 +110,9 @@ def make_ca(folder: Path, name: str = "imgctl test CA") -> CA:
     return CA(pair.cert, pair.key)
 
 
-def test_hostname() -> str:
+def registry_hostname() -> str:
     """A name that looks like no loopback address; `.test` never resolves on the internet (RFC 2606)."""
     return f"reg-{uuid.uuid4().hex[:8]}.imgctl.test"
-
-
-test_hostname.__test__ = False  # type: ignore[attr-defined]  # not a test for pytest to collect
 
 
 @contextmanager
