@@ -233,6 +233,15 @@ class Engine:
         except requests.RequestException as exc:
             raise _unavailable(exc) from None
 
+    def insecure_registries(self) -> frozenset[str]:
+        """The registries the daemon speaks plain HTTP to (`docker info`): imgctl's own requests do too."""
+        from imgctl.transport import insecure_registries
+
+        try:
+            return insecure_registries(self._api("control").info())
+        except (docker.errors.DockerException, requests.RequestException):
+            return frozenset()
+
     def push(self, image: str, tag: PlannedTag, creds: Credentials | None, emit: Emit) -> tuple[str, int | None]:
         """Push one tag with live layer progress; return (digest, size) taken from the stream."""
         emit(PushStarted(image=image, reference=tag.reference))

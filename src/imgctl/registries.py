@@ -14,6 +14,7 @@ from imgctl.refs import is_docker_hub
 from imgctl.registry import RegistryClient
 from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.retry_report import reporter
+from imgctl.transport import is_loopback
 
 
 class Registries:
@@ -28,6 +29,7 @@ class Registries:
         self.environ = environ
         self._creds: dict[str, Credentials | None] = {}
         self._clients: dict[str, RegistryClient] = {}
+        self._insecure: frozenset[str] | None = None  # asked of the daemon for the first registry not on loopback
 
     def authenticate(self) -> None:
         """Credentials for every target the release writes to, checked with the registry: one
@@ -42,7 +44,7 @@ class Registries:
             if target.key not in paths:
                 continue
             creds = find_credentials(target.host, target.username_env, target.password_env, self.environ)
-            client = RegistryClient(target.host, creds)
+            client = self._new_client(target.host, creds)
             if creds is not None:
                 call_with_retries(
                     lambda: client.check_access(paths[target.key]),
@@ -60,8 +62,15 @@ class Registries:
     def client(self, tag: PlannedTag) -> RegistryClient:
         """The client for the tag's registry (made at login; made here when nothing is pushed)."""
         if tag.target not in self._clients:
-            self._clients[tag.target] = RegistryClient(tag.host, self._creds.get(tag.target))
+            self._clients[tag.target] = self._new_client(tag.host, self._creds.get(tag.target))
         return self._clients[tag.target]
+
+    def _new_client(self, host: str, creds: Credentials | None) -> RegistryClient:
+        if is_loopback(host) or is_docker_hub(host):
+            return RegistryClient(host, creds)  # plain HTTP, and HTTPS, whatever the daemon says
+        if self._insecure is None:
+            self._insecure = self.engine.insecure_registries()
+        return RegistryClient(host, creds, insecure=self._insecure)
 
     def creds_for(self, reference: str) -> Credentials | None:
         """The credentials imgctl has for the registry of `reference` if the config pushes there

@@ -1,16 +1,16 @@
 """imgctl's own requests to a registry's HTTP API: which digest a tag holds, what an image
 stored there was built from, how big it is, and tags added without a push.
 
-This is how imgctl confirms every push independently of the engine's stream. Plain HTTP for
-loopback registries (as the engine treats them), HTTPS elsewhere; who imgctl is to the registry
-is registry_auth's job. A tag may point at an image index (a multi-arch base, or an image
-another tool pushed with attestations): every question here has an answer for that too.
+This is how imgctl confirms every push independently of the engine's stream. Who imgctl is to
+the registry is registry_auth's job; how the requests travel (HTTP or HTTPS, CAs, proxies) is
+transport's. A tag may point at an image index (a multi-arch base, or an image another tool
+pushed with attestations): every question here has an answer for that too.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import requests
@@ -18,8 +18,8 @@ import requests
 from imgctl import __version__
 from imgctl.auth import Credentials
 from imgctl.errors import AuthFailed, RegistryError
-from imgctl.refs import is_docker_hub
 from imgctl.registry_auth import RegistryAuth, Scope, reason, retry_after
+from imgctl.transport import base_url, new_session
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -30,24 +30,6 @@ INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
 MANIFEST_TYPES = ", ".join([DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX])
 USER_AGENT = f"imgctl/{__version__}"
 MAX_CHILDREN = 64  # children of one index read for its size: an index is a handful of platforms
-
-
-def base_url(host: str) -> str:
-    if is_docker_hub(host):
-        return "https://registry-1.docker.io"
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    try:
-        loopback = ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        loopback = name == "localhost"
-    return f"{'http' if loopback else 'https'}://{host}"
-
-
-def _new_session(host: str) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never send registry traffic through a proxy from the environment
-    session.headers["User-Agent"] = USER_AGENT
-    return session
 
 
 class Manifest:
@@ -77,12 +59,16 @@ class Manifest:
 
 
 class RegistryClient:
-    def __init__(self, host: str, creds: Credentials | None, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self, host: str, creds: Credentials | None, *, timeout: float = 15.0, insecure: Iterable[str] = (),
+    ) -> None:
         self.host = host
         self.creds = creds
         self.timeout = timeout
-        self.session = _new_session(host)
-        self.auth = RegistryAuth(host, base_url(host), creds, self.session, timeout=timeout)
+        self.base = base_url(host, insecure=insecure)
+        self.session = new_session(host)
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.auth = RegistryAuth(host, self.base, creds, self.session, timeout=timeout)
         self._manifests: dict[tuple[str, str], Manifest] = {}  # (path, digest): what a digest names never changes
 
     def check_access(self, paths: list[str]) -> None:
@@ -163,7 +149,7 @@ class RegistryClient:
         body: bytes | None = None, content_type: str | None = None,
     ) -> requests.Response:
         scopes: tuple[Scope, ...] = ((path, "pull,push" if push or method == "PUT" else "pull"),)
-        url = f"{base_url(self.host)}/v2/{path}/{kind}/{reference}"
+        url = f"{self.base}/v2/{path}/{kind}/{reference}"
         renewed = False
         while True:
             headers = {"Accept": MANIFEST_TYPES}
