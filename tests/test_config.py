@@ -269,6 +269,41 @@ BROKEN = [
         ["imgctl.yaml:5:1: YAML syntax error"],
         id="two-documents",
     ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry:\n  window: -1\n",
+        ["imgctl.yaml:6:11: retry.window: Input should be greater than or equal to 0"],
+        id="retry-window-negative",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry:\n  window: 4000\n",
+        ["imgctl.yaml:6:11: retry.window: Input should be less than or equal to 3600"],
+        id="retry-window-too-long",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry: {window: soon}\n",
+        ["imgctl.yaml:5:17: retry.window: Input should be a valid number"],
+        id="retry-window-not-a-number",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry: {window: yes}\n",
+        ["imgctl.yaml:5:17: retry.window: must be a number of seconds, e.g. 90"],
+        id="retry-window-boolean",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry: {window: .inf}\n",
+        ["imgctl.yaml:5:17: retry.window: Input should be a finite number"],
+        id="retry-window-infinite",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry: {windw: 30}\n",
+        ["imgctl.yaml:5:9: retry.windw: unknown key 'windw'; did you mean 'window'?"],
+        id="retry-unknown-key",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nretry: 90\n",
+        ["imgctl.yaml:5:8: retry: must be a mapping, e.g. `retry: {window: 90}` (seconds)"],
+        id="retry-not-a-mapping",
+    ),
 ]
 
 
@@ -297,6 +332,21 @@ def test_builder_must_be_classic_or_buildkit(project: Path, capsys: pytest.Captu
     assert "builder" in err and "classic" in err and "buildkit" in err, err
     code, _, err = validate(project, VALID + "builder: buildkit\n", capsys)
     assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(("text", "window"), [("", 90.0), ("retry: {}\n", 90.0), ("retry: {window: 0}\n", 0.0),
+                                              ("retry:\n  window: 12.5\n", 12.5)])
+def test_retry_window_is_read_from_the_config(project: Path, text: str, window: float) -> None:
+    path = project / "imgctl.yaml"
+    path.write_text(VALID + text)
+    assert load_config(path).config.retry.window == window
+
+
+def test_the_retry_window_is_in_the_schema() -> None:
+    from imgctl.config import Config
+
+    retry = Config.model_json_schema()["$defs"]["RetryConfig"]["properties"]["window"]
+    assert retry["default"] == 90 and retry["minimum"] == 0 and retry["maximum"] == 3600
 
 
 def test_a_long_chain_listed_dependents_first_is_valid(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

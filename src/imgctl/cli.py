@@ -150,6 +150,7 @@ def release(
     strict: Annotated[bool, typer.Option("--strict", help="Turn warnings (e.g. secret-looking build args) into errors.")] = False,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run of this config.")] = 0.0,
     push_timeout: Annotated[float, typer.Option("--push-timeout", min=1, help="Seconds a push may go silent before it is cancelled and retried.")] = 300.0,
+    retry_window: Annotated[Optional[float], typer.Option("--retry-window", min=0, max=3600, help="Seconds each registry operation retries transient failures for (5xx, 429, resets, timeouts) [default: the config's retry.window, 90].", show_default=False)] = None,
     stop_timeout: Annotated[float, typer.Option("--stop-timeout", min=0, help="On SIGINT/SIGTERM, seconds running pushes get to finish.")] = 60.0,
     private_docker_config: Annotated[bool, typer.Option("--private-docker-config", help="Use an empty temporary docker config (ignore ~/.docker).")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write what was released, per image, registry and tag, as JSON.")] = None,
@@ -178,6 +179,9 @@ def release(
         typer.echo(plan_text(resolved))
         return
     from imgctl.render.select import Screen
+    from imgctl.retry import RetryPolicy
+
+    policy = RetryPolicy(window=loaded.config.retry.window if retry_window is None else retry_window)
 
     screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved, log_dir=log_dir)
     cancelled = _cancel_on_signals()
@@ -187,7 +191,8 @@ def release(
                 screen.emit(WarningEvent(message=message))
             result = api.release(
                 resolved, screen.emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout,
-                grace_seconds=stop_timeout, engine=api.new_engine(push_timeout=push_timeout), cancelled=cancelled,
+                grace_seconds=stop_timeout, engine=api.new_engine(push_timeout=push_timeout), policy=policy,
+                cancelled=cancelled,
             )
     screen.finish(result)
     if report is not None:

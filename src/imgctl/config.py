@@ -15,6 +15,7 @@ from pydantic import (
 
 from imgctl import refs
 from imgctl.errors import ConfigError
+from imgctl.retry import DEFAULT_WINDOW
 from imgctl.yamlload import mark_of, read_yaml
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -166,6 +167,28 @@ class ImageConfig(_Model):
         return value
 
 
+class RetryConfig(_Model):
+    """How long imgctl keeps retrying a registry that fails transiently (5xx, 429, resets, timeouts)."""
+
+    window: float = Field(
+        default=DEFAULT_WINDOW, ge=0, le=3600, allow_inf_nan=False,
+        description="Seconds each operation retries for, from its first failure (0: no retries); --retry-window overrides it.",
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # pydantic would read `true` as 1 second
+            raise ValueError("must be a number of seconds, e.g. 90")
+        return value
+
+
+def _retry_mapping(value: Any) -> Any:
+    if not isinstance(value, (dict, RetryConfig)):
+        raise ValueError("must be a mapping, e.g. `retry: {window: 90}` (seconds)")
+    return value
+
+
 class Config(_Model):
     """An imgctl config file. Paths are relative to the file's folder."""
 
@@ -184,6 +207,7 @@ class Config(_Model):
     builder: Literal["classic", "buildkit"] = Field(
         default="classic", description="The engine's builder: classic (docker-py's) or buildkit; --builder overrides it."
     )
+    retry: Annotated[RetryConfig, BeforeValidator(_retry_mapping)] = Field(default_factory=RetryConfig)
 
     @field_validator("registry")
     @classmethod
@@ -274,7 +298,7 @@ def _secret_keys(data: dict[str, Any]) -> list[Problem]:
 
 _FIELDS_BY_MODEL = {
     "": Config, "auth": AuthConfig, "images": ImageConfig, "registries": RegistryConfig, "tags": TagSpec,
-    "nightly_tags": TagSpec,
+    "nightly_tags": TagSpec, "retry": RetryConfig,
 }
 
 

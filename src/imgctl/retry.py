@@ -1,4 +1,4 @@
-"""The one retry policy: what is worth retrying, how long to wait, and how often.
+"""The one retry policy: what is worth retrying, for how long, and how long to wait.
 
 Transient (retried):
     | what                                   | how it shows                                     |
@@ -7,14 +7,28 @@ Transient (retried):
     | registry rate limit (429)              | "429", "toomanyrequests" (waits honour Retry-After, capped) |
     | connection refused / reset / cut       | "connection refused", "connection reset", "broken pipe", "EOF"; requests ConnectionError |
     | timeouts                               | "timeout", "i/o timeout", "deadline exceeded"; requests Timeout, urllib3 ReadTimeoutError |
+    | a token service that is down or busy   | RegistryError(transient=True) from the registry client |
     | a truncated or garbled stream          | StreamGarbled; a push stream without a digest    |
 Permanent (never retried):
     | auth                                   | "unauthorized", "authentication required", "denied", 401, 403 |
     | a failed build (RUN exited non-zero)   | BuildFailed                                      |
     | anything else                          | config, usage, unknown stream errors             |
 
-Waits grow exponentially with jitter; a run has a total retry budget shared by all images, so a
-registry that is down fails the release in bounded time. Each retry is announced as an event.
+How long (RetryPolicy):
+- Each operation (a login, a digest check, a tag PUT, a whole push of a tag) retries its
+  transient failures for a *window* of time (90 s by default; `retry.window` in the config,
+  `--retry-window`), counted from its first failure: capped exponential backoff with jitter
+  (0.5 s, 1 s, 2 s, 4 s, 8 s, then 15 s; each wait between half and all of that), a Retry-After
+  honoured as the least wait (capped at 60 s). The last wait is cut to end with the window; no
+  attempt starts after it.
+- A registry that has not answered one request successfully for a whole window is given up on
+  for the rest of the run: every operation against it then fails at once with one message that
+  names it. Several images against a dead registry therefore wait one window, not one each.
+- A run waits for retries at most `budget` seconds in all (the wall-clock time during which any
+  operation is waiting; at least 300 s and two windows), so a registry that fails often but never
+  for a whole window cannot hold a release for hours either.
+- Every retry is announced (`on_retry`) before its wait; an interrupt (`cancelled()`) stops the
+  wait and the retrying at once, re-raising the last failure.
 """
 
 from __future__ import annotations
@@ -22,13 +36,13 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import tenacity
-
-from imgctl.errors import AuthFailed, PushFailed, RegistryError
+from imgctl.errors import AuthFailed, ImgctlError, PushFailed, RegistryError
+from imgctl.refs import DOCKER_HUB, is_docker_hub
 
 T = TypeVar("T")
 
@@ -79,33 +93,183 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (u3.ReadTimeoutError, u3.ProtocolError))
 
 
+DEFAULT_WINDOW = 90.0  # seconds; see the README's policy table for how it compares
+DEFAULT_BUDGET = 300.0  # seconds of waiting per run, at the least
+_SLICE = 0.25  # a wait checks cancelled() this often
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks for: delay-seconds, or an HTTP-date (RFC 9110 10.2.3)
+    measured against `now` (Unix time; default the clock). None if absent or unreadable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        import email.utils  # late: only a 429/503 that gives a date needs it
+
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:  # pragma: no cover - Python < 3.10 returned None
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            import datetime
+
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+
+
+_NAMED_REGISTRY = re.compile(r"\bregistry (\[[^\]\s]+\](?::\d+)?|[^\s:,()]+(?::\d+)?)")
+_OPERATION = re.compile(r"^(push of|login to) (\S+)\s")
+
+
+def registry_of(exc: BaseException) -> str | None:
+    """The registry a failure names, as imgctl's messages do (`push of REF failed`, `login to
+    HOST failed`, `... registry HOST ...`): a stand-in for callers that do not say it."""
+    text = exc.message if isinstance(exc, ImgctlError) else str(exc)
+    match = _OPERATION.match(text)
+    if match and match.group(1) == "login to":
+        return _host(match.group(2))
+    if match:  # a reference: its first part is a host if it looks like one (docker's rule)
+        first, slash, _ = match.group(2).partition("/")
+        return _host(first) if slash and ("." in first or ":" in first or first == "localhost") else DOCKER_HUB
+    match = _NAMED_REGISTRY.search(text)
+    return _host(match.group(1)) if match else None
+
+
+def _host(name: str) -> str:
+    return DOCKER_HUB if is_docker_hub(name) else name
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ImgctlError) else f"{type(exc).__name__}: {exc}"
+
+
+class _GiveUp(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass
 class RetryPolicy:
-    attempts: int = 4  # per operation, the first try included
-    initial_wait: float = 1.0
-    max_wait: float = 30.0
-    max_retry_after: float = 60.0
-    budget: int = 20  # retries in the whole run
+    """How long transient failures are retried; one instance per run, shared by every thread."""
+
+    window: float = DEFAULT_WINDOW  # seconds an operation retries for, from its first failure
+    initial_wait: float = 0.5
+    max_wait: float = 15.0  # the cap of the exponential backoff
+    max_retry_after: float = 60.0  # the longest Retry-After obeyed
+    budget: float | None = None  # seconds the run may spend waiting; None: max(300, 2 windows)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    wall_clock: Callable[[], float] = field(default=time.time, repr=False)  # for Retry-After dates
+    jitter: Callable[[float, float], float] = field(default=random.uniform, repr=False)
     _used: int = field(default=0, repr=False)
+    _charged: float = field(default=0.0, repr=False)  # seconds of the budget spent
+    _charged_until: float = field(default=float("-inf"), repr=False)
+    _failing_since: dict[str, float] = field(default_factory=dict, repr=False)  # registry -> first failure
+    _dead: dict[str, str] = field(default_factory=dict, repr=False)  # registry -> the one message
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def take(self) -> bool:
-        with self._lock:
-            if self._used >= self.budget:
-                return False
-            self._used += 1
-            return True
+    def __post_init__(self) -> None:
+        if not self.window >= 0 or self.initial_wait <= 0 or self.max_wait < self.initial_wait:
+            raise ValueError(f"bad retry policy: {self!r}")
+        if self.budget is None:
+            self.budget = max(DEFAULT_BUDGET, 2 * self.window)
 
     @property
     def used(self) -> int:
+        """Retries made in this run."""
         return self._used
 
+    @property
+    def waited(self) -> float:
+        """Seconds of this run's budget spent waiting (overlapping waits count once)."""
+        return self._charged
+
+    def backoff(self, attempt: int) -> float:
+        """The longest wait after failed attempt `attempt` (1-based): capped exponential."""
+        return min(self.initial_wait * 2 ** min(attempt - 1, 64), self.max_wait)
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        """The Retry-After a failure carries (seconds, or the header's text), capped."""
+        value = getattr(exc, "retry_after", None)
+        if isinstance(value, str):
+            value = parse_retry_after(value, now=self.wall_clock())
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return min(float(value), self.max_retry_after)
+        return None
+
     def wait_for(self, attempt: int, exc: BaseException | None) -> float:
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and retry_after > 0:
-            return min(float(retry_after), self.max_retry_after)
-        base = min(self.initial_wait * 2 ** (attempt - 1), self.max_wait)
-        return base / 2 + random.uniform(0, base / 2)
+        """The wait after failed attempt `attempt`: jittered backoff (half to all of it), and never
+        less than the Retry-After the failure carries."""
+        base = self.backoff(attempt)
+        wait = self.jitter(base / 2, base)
+        asked = self.retry_after(exc) if exc is not None else None
+        return max(wait, asked) if asked is not None else wait
+
+    def dead(self, registry: str) -> str | None:
+        """The message of a registry given up on in this run, if it was."""
+        with self._lock:
+            return self._dead.get(registry)
+
+    # -- what call_with_retries asks -----------------------------------------------------------
+
+    def _succeeded(self, registry: str | None) -> None:
+        with self._lock:
+            if registry is None:  # which registry answered is unknown: forget every failing streak
+                self._failing_since.clear()
+            else:
+                self._failing_since.pop(registry, None)
+
+    def _decide(self, registry: str | None, attempt: int, exc: BaseException, first_failure: float) -> tuple[float, int]:
+        """(wait, most attempts still possible) for a retry of failed attempt `attempt`, or _GiveUp."""
+        now = self.clock()
+        reason = _reason(exc)
+        with self._lock:
+            if registry is not None and registry in self._dead:
+                raise _GiveUp(self._dead[registry])
+            since = self._failing_since.setdefault(registry, now) if registry is not None else first_failure
+            failing = now - since
+            if registry is not None and self.window > 0 and failing >= self.window:
+                self._dead[registry] = (
+                    f"gave up on registry {registry}: no request to it succeeded for {self.window:g}s "
+                    f"(the retry window); last error: {reason}"
+                )
+                raise _GiveUp(self._dead[registry])
+            elapsed = now - first_failure
+            left = self.window - max(elapsed, failing)
+            if left <= 0:
+                raise _GiveUp(f"{reason} (retried {attempt - 1} times over {elapsed:.0f}s, the retry window)")
+            asked = self.retry_after(exc)
+            if asked is not None and asked > left:
+                raise _GiveUp(f"{reason} (the registry asked to wait {asked:.0f}s, past the end of the "
+                              f"{self.window:g}s retry window)")
+            wait = min(self.wait_for(attempt, exc), left)
+            assert self.budget is not None
+            charge = max(0.0, now + wait - max(now, self._charged_until))
+            if self._charged + charge > self.budget:
+                raise _GiveUp(f"{reason} (no retry left: this run has waited {self._charged:.0f}s for retries, "
+                              f"its budget is {self.budget:.0f}s)")
+            self._charged += charge
+            self._charged_until = max(self._charged_until, now + wait)
+            self._used += 1
+            room = min(left - wait, self.budget - self._charged)
+        return wait, self._most_attempts(attempt, room)
+
+    def _most_attempts(self, attempt: int, room: float) -> int:
+        """Attempts this operation can still reach: the next one, and as many more as the shortest
+        possible waits fit in `room` seconds (an upper bound, for "retry 3/12")."""
+        attempts, k = attempt + 1, attempt + 1
+        while room > 1e-6 and attempts < attempt + 1000:
+            room -= min(self.backoff(k) / 2, room)
+            attempts, k = attempts + 1, k + 1
+        return attempts
 
 
 def call_with_retries(
@@ -114,28 +278,51 @@ def call_with_retries(
     policy: RetryPolicy,
     on_retry: Callable[[int, int, float, BaseException], None],
     cancelled: Callable[[], bool] = lambda: False,
+    registry: str | None = None,
 ) -> T:
-    """Run `operation`; retry transient failures per `policy`, calling `on_retry` before each wait."""
+    """Run `operation`; retry its transient failures per `policy`, calling `on_retry(attempt,
+    attempts, wait, error)` before each wait (`attempts`: the most this operation can still
+    reach). `registry` names the registry it talks to (else it is read from the failure's
+    message): what the policy gives up on when the registry stays dead for a whole window.
 
-    def should_retry(state: tenacity.RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is None or not is_transient(exc) or cancelled():
-            return False
-        return state.attempt_number < policy.attempts and policy.take()
+    Raises the last failure when it is permanent or on interrupt; when the window, the run's
+    budget or the registry gives out, a RegistryError saying so (the last failure is its cause).
+    """
+    if registry is not None:
+        message = policy.dead(registry)
+        if message is not None:
+            raise RegistryError(message)
+    attempt = 0
+    first_failure: float | None = None
+    known = registry
+    while True:
+        attempt += 1
+        try:
+            result = operation()
+        except Exception as exc:  # noqa: BLE001 - classified right here; the rest is re-raised
+            if not is_transient(exc) or cancelled() or policy.window == 0:
+                raise
+            if first_failure is None:
+                first_failure = policy.clock()
+            known = known or registry_of(exc)
+            try:
+                wait, attempts = policy._decide(known, attempt, exc, first_failure)
+            except _GiveUp as gave_up:
+                raise RegistryError(gave_up.message) from exc
+            on_retry(attempt, attempts, wait, exc)
+            if not _pause(wait, policy, cancelled):
+                raise
+        else:
+            policy._succeeded(known)
+            return result
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        assert exc is not None
-        on_retry(state.attempt_number, policy.attempts, wait, exc)
 
-    retrying = tenacity.Retrying(
-        retry=should_retry,
-        stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=lambda state: policy.wait_for(
-            state.attempt_number, state.outcome.exception() if state.outcome else None
-        ),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    return retrying(operation)
+def _pause(seconds: float, policy: RetryPolicy, cancelled: Callable[[], bool]) -> bool:
+    """Wait `seconds` in short slices; False as soon as `cancelled()`."""
+    end = policy.clock() + seconds
+    while not cancelled():
+        left = end - policy.clock()
+        if left <= 0:
+            return True
+        policy.sleep(min(left, _SLICE))
+    return False
