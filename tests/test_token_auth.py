@@ -4,6 +4,7 @@ real: signature, audience, issuer, expiry)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -152,3 +153,19 @@ def test_renewal_time_honours_expires_in_and_issued_at() -> None:
     assert 185 <= _renew_in({"expires_in": 300, "issued_at": issued}) <= 190
     assert _renew_in({"expires_in": 30, "issued_at": issued}) == 0  # already dead
     assert _renew_in({"expires_in": "garbage"}) == 50
+
+
+@pytest.mark.engine
+def test_a_namespace_of_several_segments(tmp_path: Path, token_registry: TokenRegistry, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """ghcr.io/org/team/app, GitLab's groups and subgroups: every scope names the whole path."""
+    ns = f"{unique()}/team/sub"
+    config = two_image_config(tmp_path, token_registry.host, ns, **AUTH)
+    run = imgctl("release", "-c", str(config), "--version", "3.1.0", env=ENV)
+    assert run.code == 0, run.output
+    assert sorted(token_registry.tags(f"{ns}/app")) == ["3.1", "3.1.0", "latest"]
+    assert (f"repository:{ns}/base:pull,push", f"repository:{ns}/app:pull,push") in _imgctl_scopes(token_registry.service)
+    subprocess.run(["docker", "rmi", f"{token_registry.host}/{ns}/app:3.1.0"], capture_output=True)
+    pulled = subprocess.run(["docker", "pull", "-q", f"{token_registry.host}/{ns}/app:3.1.0"], capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stderr  # the docker CLI, anonymously: the service allows pull
+    ran = subprocess.run(["docker", "run", "--rm", f"{token_registry.host}/{ns}/app:3.1.0"], capture_output=True, text=True)
+    assert ran.stdout.strip() == "hello 3.1.0", ran.stderr

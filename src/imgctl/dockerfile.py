@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from imgctl.refs import is_docker_hub
+
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z]+)\s*=\s*(\S+)\s*$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
@@ -162,7 +164,7 @@ def split_reference(reference: str) -> tuple[str, str]:
         host, path = first, rest
     else:
         host, path = "docker.io", name
-    if host in ("index.docker.io", "registry-1.docker.io"):
+    if is_docker_hub(host):  # every alias, as the docker CLI names them all docker.io
         host = "docker.io"
     if host == "docker.io" and "/" not in path:
         path = f"library/{path}"
