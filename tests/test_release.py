@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def test_transient_manifest_failure_is_retried(tmp_path: Path, registry: Registr
         run = imgctl("release", "-c", str(config), "--version", "1.0.0")
         assert proxy.fired(rule) == 2
     assert run.code == 0, run.output
-    assert "retry 1/3 of push" in run.stderr and "503" in run.stderr
+    assert re.search(r"retry 1/\d+ of push", run.stderr) and "503" in run.stderr
     assert registry.manifest_digest(f"{ns}/base", "1.0.0") is not None
 
 

@@ -59,7 +59,7 @@ class Publisher:
                     lambda: registry.add_tag(tag.api_path, reuse, tag.tag),
                     policy=self.policy,
                     on_retry=reporter(self.emit, image.name, f"tag {tag.reference}"),
-                    cancelled=self.cancelled.is_set,
+                    cancelled=self.cancelled.is_set, registry=tag.host,
                 )
                 digest = reuse
                 self.emit(TagAdded(image=image.name, reference=tag.reference, digest=digest))
@@ -68,13 +68,14 @@ class Publisher:
                     lambda: self.engine.push(image.name, tag, creds, self.emit),
                     policy=self.policy,
                     on_retry=reporter(self.emit, image.name, f"push {tag.reference}"),
-                    cancelled=self.cancelled.is_set,
+                    cancelled=self.cancelled.is_set, registry=tag.host,
                 )
             tag_result.digest = digest
             found = call_with_retries(
                 lambda: registry.manifest_digest(tag.api_path, tag.tag),
                 policy=self.policy,
                 on_retry=reporter(self.emit, image.name, f"verify {tag.reference}"),
+                cancelled=self.cancelled.is_set, registry=tag.host,
             )
             if found != digest:
                 raise VerifyFailed(
@@ -125,6 +126,7 @@ class Publisher:
                 lambda: registry.manifest_digest(tag.api_path, tag.tag),
                 policy=self.policy,
                 on_retry=reporter(self.emit, image, f"check {tag.reference}"),
+                cancelled=self.cancelled.is_set, registry=tag.host,
             )
         except AuthFailed:
             return None

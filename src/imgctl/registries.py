@@ -3,6 +3,7 @@ built, and one client each, shared by every image of the run."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from imgctl.auth import Credentials, find_credentials
@@ -20,13 +21,14 @@ from imgctl.transport import is_loopback
 class Registries:
     def __init__(
         self, plan: Plan, engine: Engine, policy: RetryPolicy, emit: Callable[[Event], None],
-        environ: dict[str, str] | None = None,
+        environ: dict[str, str] | None = None, cancelled: threading.Event | None = None,
     ) -> None:
         self.plan = plan
         self.engine = engine
         self.policy = policy
         self.emit = emit
         self.environ = environ
+        self.cancelled = cancelled or threading.Event()
         self._creds: dict[str, Credentials | None] = {}
         self._clients: dict[str, RegistryClient] = {}
         self._insecure: frozenset[str] | None = None  # asked of the daemon for the first registry not on loopback
@@ -50,6 +52,7 @@ class Registries:
                     lambda: client.check_access(paths[target.key]),
                     policy=self.policy,
                     on_retry=reporter(self.emit, None, f"login to {target.host}"),
+                    cancelled=self.cancelled.is_set, registry=target.host,
                 )
                 self.emit(LoggedIn(registry=target.host, username=creds.username, source=creds.source))
             self._creds[target.key] = creds

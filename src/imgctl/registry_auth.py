@@ -24,6 +24,7 @@ import requests
 
 from imgctl.auth import Credentials, remember_secret
 from imgctl.errors import AuthFailed, RegistryError
+from imgctl.retry import parse_retry_after
 
 DEFAULT_LIFETIME = 60.0  # what the token spec says a token without expires_in lives
 RENEW_MARGIN = 10.0  # renew this long before expiry (at most a fifth of the token's life)
@@ -44,8 +45,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 @dataclass

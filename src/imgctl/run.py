@@ -78,7 +78,7 @@ class Release:
             )
             for image in plan.images
         }
-        self.registries = Registries(plan, engine, self.policy, self.emit, environ)
+        self.registries = Registries(plan, engine, self.policy, self.emit, environ, self.cancelled)
         self.reuse = Reuse(plan, engine, self.registries, self.results, self.emit)
         self.publisher = Publisher(
             engine, self.registries, self.policy, self.emit, results=self.results, reused=self.reuse.found,

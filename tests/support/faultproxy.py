@@ -43,6 +43,7 @@ class Rule:
     retry_after: int | None = None
     stall_seconds: float = 0
     after_bytes: int = 0
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers of a "status" rule
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -164,7 +165,9 @@ def _wants_close(version: str, h: dict[str, str]) -> bool:
     return "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
 
 
-def _error_response(status: int, retry_after: int | None = None, close: bool = False) -> bytes:
+def _error_response(
+    status: int, retry_after: int | None = None, close: bool = False, headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
@@ -174,7 +177,7 @@ def _error_response(status: int, retry_after: int | None = None, close: bool = F
             "errors": [
                 {
                     "code": _ERROR_CODES.get(status, "UNKNOWN"),
-                    "message": f"injected by faultproxy: {status} {reason}",
+                    "message": "You have reached your pull rate limit" if status == 429 else f"injected by faultproxy: {status} {reason}",
                     "detail": None,
                 }
             ]
@@ -188,6 +191,7 @@ def _error_response(status: int, retry_after: int | None = None, close: bool = F
     ]
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")
+    head += [f"{name}: {value}" for name, value in headers]
     if close:
         head.append("Connection: close")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
@@ -388,7 +392,7 @@ class FaultProxy:
                             pass
                     # Record before answering, so a client that saw the answer sees the hit.
                     self._record(method, path, rule.status, rule)
-                    client.sendall(_error_response(rule.status, rule.retry_after, close))
+                    client.sendall(_error_response(rule.status, rule.retry_after, close, rule.headers))
                     if close:
                         return
                     continue
