@@ -293,8 +293,9 @@ class Engine:
         return list(layers or [])
 
     def pull(self, reference: str, creds: Credentials | None = None) -> str | None:
-        """Pull an image; None if that worked, else what went wrong (errors arrive inside the stream)."""
-        auth = creds.as_auth_config() if creds else None
+        """Pull an image; None if that worked, else what went wrong (errors arrive inside the stream).
+        Without credentials the pull is anonymous: docker-py would look the docker config up its own way."""
+        auth = creds.as_auth_config() if creds else {}
         try:
             for record in self._api("build").pull(reference, stream=True, decode=True, auth_config=auth):
                 if isinstance(record, dict) and record.get("error"):

@@ -76,10 +76,12 @@ class Registries:
         return RegistryClient(host, creds, insecure=self._insecure)
 
     def creds_for(self, reference: str) -> Credentials | None:
-        """The credentials imgctl has for the registry of `reference` if the config pushes there
-        (BuildKit could pull a base behind credentials with none); else None: the docker config's."""
+        """The credentials for pulling `reference`: those of its registry if the config pushes
+        there, else what the docker config holds for it (the same sources, in the same order)."""
         host = split_reference(reference)[0]
         for target in self.plan.targets:
             if target.host == host or (is_docker_hub(target.host) and is_docker_hub(host)):
-                return self._creds.get(target.key)
-        return None
+                if target.key in self._creds:
+                    return self._creds[target.key]
+                return find_credentials(target.host, target.username_env, target.password_env, self.environ)
+        return find_credentials(host, None, None, self.environ)

@@ -10,6 +10,7 @@ pushed with attestations): every question here has an answer for that too.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ import requests
 
 from imgctl import __version__
 from imgctl.auth import Credentials
-from imgctl.errors import AuthFailed, RegistryError
+from imgctl.errors import AuthFailed, ImgctlError, RegistryError
 from imgctl.registry_auth import RegistryAuth, Scope, reason, retry_after
 from imgctl.transport import base_url, new_session
 
@@ -30,6 +31,13 @@ INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
 MANIFEST_TYPES = ", ".join([DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX])
 USER_AGENT = f"imgctl/{__version__}"
 MAX_CHILDREN = 64  # children of one index read for its size: an index is a handful of platforms
+
+
+@dataclass(frozen=True)
+class PullLimit:
+    limit: str | None  # as the registry words it: `100;w=21600` is 100 pulls per 6 hours
+    remaining: str | None
+    retry_after: float | None
 
 
 class Manifest:
@@ -144,10 +152,38 @@ class RegistryClient:
         if put.status_code != 201:
             raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
 
+    def pull_limit(self, path: str, reference: str) -> PullLimit:
+        """What the registry says of its pull limit, read from a HEAD of the manifest: Docker Hub
+        counts GETs only, and sends its `ratelimit-*` headers on every answer."""
+        try:
+            response = self._send("HEAD", path, "manifests", reference)
+        except ImgctlError:
+            return PullLimit(None, None, None)
+        headers = response.headers
+        return PullLimit(headers.get("ratelimit-limit"), headers.get("ratelimit-remaining"), retry_after(response))
+
     def _request(
         self, method: str, path: str, kind: str, reference: str, *, push: bool = False,
         body: bytes | None = None, content_type: str | None = None,
     ) -> requests.Response:
+        """A request whose refusals and faults are imgctl's errors; a 404 is an answer."""
+        response = self._send(method, path, kind, reference, push=push, body=body, content_type=content_type)
+        what = f"{path}/{kind}/{reference}"
+        if response.status_code in (401, 403):
+            doing = "writing" if method == "PUT" else "reading"
+            raise AuthFailed(f"registry {self.host} refused {self.auth.who} {doing} {what}")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}",
+                                transient=True, retry_after=retry_after(response))
+        if response.status_code not in (200, 201, 404):
+            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}")
+        return response
+
+    def _send(
+        self, method: str, path: str, kind: str, reference: str, *, push: bool = False,
+        body: bytes | None = None, content_type: str | None = None,
+    ) -> requests.Response:
+        """The request with the credentials the registry asks for, whatever it answers."""
         scopes: tuple[Scope, ...] = ((path, "pull,push" if push or method == "PUT" else "pull"),)
         url = f"{self.base}/v2/{path}/{kind}/{reference}"
         renewed = False
@@ -163,19 +199,9 @@ class RegistryClient:
             except requests.RequestException as exc:
                 raise RegistryError(f"cannot reach registry {self.host}: {reason(exc)}", transient=True) from None
             if response.status_code != 401 or (sent is not None and renewed):
-                break
+                return response
             # No credentials sent yet (the registry says how), or a token it no longer takes:
             # renewed once, after which a 401 is an auth failure.
             renewed = renewed or sent is not None
             if not self.auth.challenged(response, scopes, sent=sent):
-                break
-        what = f"{path}/{kind}/{reference}"
-        if response.status_code in (401, 403):
-            doing = "writing" if method == "PUT" else "reading"
-            raise AuthFailed(f"registry {self.host} refused {self.auth.who} {doing} {what}")
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}",
-                                transient=True, retry_after=retry_after(response))
-        if response.status_code not in (200, 201, 404):
-            raise RegistryError(f"registry {self.host} answered {response.status_code} for {method} {what}")
-        return response
+                return response

@@ -9,8 +9,9 @@ from imgctl.context import inputs_digest
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
 from imgctl.errors import ImgctlError
-from imgctl.events import Event, Reused, Warning
+from imgctl.events import Event, Reused
 from imgctl.plan import OCI, Plan, PlannedImage
+from imgctl.pulls import Pulls
 from imgctl.registries import Registries
 from imgctl.results import ImageResult
 
@@ -19,12 +20,13 @@ INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-u
 
 class Reuse:
     def __init__(
-        self, plan: Plan, engine: Engine, registries: Registries, results: dict[str, ImageResult],
+        self, plan: Plan, engine: Engine, registries: Registries, pulls: Pulls, results: dict[str, ImageResult],
         emit: Callable[[Event], None],
     ) -> None:
         self.plan = plan
         self.engine = engine
         self.registries = registries
+        self.pulls = pulls
         self.results = results
         self.emit = emit
         self.found: dict[tuple[str, str, str], str] = {}  # (image, registry, repository) -> digest whose inputs match
@@ -77,9 +79,7 @@ class Reuse:
             for base in image.bases:
                 tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
                 if tag and self.engine.local_image_id(base) is None:
-                    problem = self.engine.pull(base, self.registries.creds(tag.target))
-                    if problem:
-                        self.emit(Warning(image=image.name, message=f"could not pull the reused base {base}: {problem}"))
+                    self.pulls.pull(image.name, base, self.registries.creds(tag.target), what="pull the reused base")
 
     def _base_digest(self, base: str) -> str | None:
         """The image id of a base image: for an image of this run, the one it built or reused (its

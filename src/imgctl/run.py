@@ -19,6 +19,7 @@ from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError
 from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged, Warning
 from imgctl.plan import Plan, PlannedImage
 from imgctl.publish import Publisher
+from imgctl.pulls import Pulls
 from imgctl.registries import Registries
 from imgctl.results import ImageResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
@@ -64,8 +65,6 @@ class Release:
         self._rank = plan.build_order()
         self._holding: set[str] = set()  # images with a build slot, until the scheduler takes it back
         self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
-        self._pulled: set[str] = set()
-        self._pull_lock = threading.Lock()
         self._settled = {image.name: threading.Event() for image in plan.images}  # its worker ended, or it was skipped
         self._finished: queue.Queue[tuple[str, str]] = queue.Queue()  # (image, built | done | failed) for the scheduler
         self._emit_lock = threading.Lock()
@@ -79,7 +78,8 @@ class Release:
             for image in plan.images
         }
         self.registries = Registries(plan, engine, self.policy, self.emit, environ, self.cancelled)
-        self.reuse = Reuse(plan, engine, self.registries, self.results, self.emit)
+        self.pulls = Pulls(engine, self.policy, self.emit, self.cancelled)
+        self.reuse = Reuse(plan, engine, self.registries, self.pulls, self.results, self.emit)
         self.publisher = Publisher(
             engine, self.registries, self.policy, self.emit, results=self.results, reused=self.reuse.found,
             cancelled=self.cancelled,
@@ -301,14 +301,8 @@ class Release:
     def _refresh_bases(self, image: PlannedImage) -> None:
         """--pull: fetch the newest of each base image that this run does not build itself."""
         ours = {split_reference(t.reference) for i in self.plan.images for t in i.tags + i.held_back}
-        for base in image.bases:
-            with self._pull_lock:
-                if base in self._pulled or split_reference(base) in ours:
-                    continue
-                self._pulled.add(base)
-                problem = self.engine.pull(base, self.registries.creds_for(base))
-            if problem:
-                self.emit(Warning(image=image.name, message=f"could not refresh base image {base}: {problem}"))
+        bases = [base for base in image.bases if split_reference(base) not in ours]
+        self.pulls.refresh(image.name, bases, self.registries.creds_for)
 
     def _fail(self, name: str, stage: str, message: str, output: tuple[str, ...] = ()) -> bool:
         result = self.results[name]
