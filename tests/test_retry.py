@@ -357,6 +357,45 @@ def test_an_interrupt_before_the_first_retry_is_not_announced() -> None:
     assert retries.calls == [] and clock.sleeps == []
 
 
+
+def test_an_interrupt_in_a_later_wait_raises_the_failure_just_before_it() -> None:
+    clock = Clock()
+    failures = [unavailable() for _ in range(10)]
+    seen = iter(failures)
+
+    def operation() -> str:
+        raise next(seen)
+
+    with pytest.raises(PushFailed) as info:
+        call_with_retries(operation, policy=policy_on(clock), on_retry=Retries(clock),
+                          cancelled=lambda: clock.now >= 1000.0 + 2)  # in the third wait: 0.5 + 1, then 2 s
+    assert info.value is failures[2]
+
+
+def test_ctrl_c_in_an_operation_passes_at_once() -> None:
+    """A KeyboardInterrupt (any BaseException that is not an Exception) is never classified,
+    retried or announced, and cancelled() is not even asked."""
+    clock = Clock()
+    retries = Retries(clock)
+    asked: list[bool] = []
+    with pytest.raises(KeyboardInterrupt):
+        call_with_retries(failing(1, KeyboardInterrupt), policy=policy_on(clock), on_retry=retries,
+                          cancelled=lambda: asked.append(True) or False)
+    assert retries.calls == [] and asked == [] and clock.now == 1000.0
+
+
+def test_giving_up_names_the_last_failure_as_its_cause() -> None:
+    clock = Clock()
+    failures = [refused() for _ in range(100)]
+    seen = iter(failures)
+
+    def operation() -> str:
+        raise next(seen)
+
+    with pytest.raises(RegistryError, match="gave up on registry") as info:
+        call_with_retries(operation, policy=policy_on(clock, window=5), on_retry=Retries(clock))
+    assert info.value.__cause__ is failures[4]  # tried at 0, 0.5, 1.5, 3.5 and 5 s
+
 # -- which registry a failure names ---------------------------------------------------------------
 
 

@@ -29,6 +29,10 @@ How long (RetryPolicy):
   for a whole window cannot hold a release for hours either.
 - Every retry is announced (`on_retry`) before its wait; an interrupt (`cancelled()`) stops the
   wait and the retrying at once, re-raising the last failure.
+
+tenacity runs the loop (call_with_retries): its `retry` asks the policy, `stop` and
+`retry_error_callback` give up, `before_sleep` announces, and its `sleep` is the policy's own,
+in slices.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
+
+import tenacity
 
 from imgctl.errors import AuthFailed, ImgctlError, PushFailed, RegistryError
 from imgctl.refs import DOCKER_HUB, is_docker_hub
@@ -292,29 +298,71 @@ def call_with_retries(
         message = policy.dead(registry)
         if message is not None:
             raise RegistryError(message)
-    attempt = 0
-    first_failure: float | None = None
-    known = registry
-    while True:
-        attempt += 1
+    run = _Run(policy, on_retry, cancelled, registry)
+    result = tenacity.Retrying(
+        retry=run.retry,
+        stop=run.stop,
+        wait=run.wait,
+        before_sleep=run.before_sleep,
+        sleep=run.sleep,
+        retry_error_callback=run.give_up,
+    )(operation)
+    policy._succeeded(run.known)
+    return result
+
+
+class _Run:
+    """One call_with_retries as tenacity's callbacks. tenacity asks `retry` first after each
+    failure, so the policy decides there, once, and `stop`, `wait` and `before_sleep` only read
+    that decision (whichever order a tenacity version asks them in)."""
+
+    def __init__(self, policy: RetryPolicy, on_retry: Callable[[int, int, float, BaseException], None],
+                 cancelled: Callable[[], bool], registry: str | None) -> None:
+        self.policy, self.on_retry, self.cancelled = policy, on_retry, cancelled
+        self.known = registry  # the registry failures are counted against, once one names it
+        self.first_failure: float | None = None
+        self.failure: BaseException | None = None  # the last one
+        self.decision: tuple[float, int] = (0.0, 0)  # (wait, most attempts still possible)
+        self.gave_up: str | None = None
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        """Retry a transient failure the policy allows another try of; a permanent one, one
+        seen after an interrupt or with a zero window is raised by tenacity as it came."""
+        assert state.outcome is not None
+        exc = state.outcome.exception()  # None after a success; Ctrl-C (not an Exception) passes too
+        if not isinstance(exc, Exception) or not is_transient(exc) or self.cancelled() or self.policy.window == 0:
+            return False
+        self.failure = exc
+        if self.first_failure is None:
+            self.first_failure = self.policy.clock()
+        self.known = self.known or registry_of(exc)
         try:
-            result = operation()
-        except Exception as exc:  # noqa: BLE001 - classified right here; the rest is re-raised
-            if not is_transient(exc) or cancelled() or policy.window == 0:
-                raise
-            if first_failure is None:
-                first_failure = policy.clock()
-            known = known or registry_of(exc)
-            try:
-                wait, attempts = policy._decide(known, attempt, exc, first_failure)
-            except _GiveUp as gave_up:
-                raise RegistryError(gave_up.message) from exc
-            on_retry(attempt, attempts, wait, exc)
-            if not _pause(wait, policy, cancelled):
-                raise
-        else:
-            policy._succeeded(known)
-            return result
+            self.decision = self.policy._decide(self.known, state.attempt_number, exc, self.first_failure)
+        except _GiveUp as gave_up:
+            self.gave_up = gave_up.message
+        return True
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        return self.gave_up is not None
+
+    def give_up(self, state: tenacity.RetryCallState) -> NoReturn:
+        assert self.gave_up is not None and self.failure is not None
+        raise RegistryError(self.gave_up) from self.failure
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        return self.decision[0]
+
+    def before_sleep(self, state: tenacity.RetryCallState) -> None:
+        assert self.failure is not None
+        wait, attempts = self.decision
+        self.on_retry(state.attempt_number, attempts, wait, self.failure)
+
+    def sleep(self, seconds: float) -> None:
+        """tenacity's sleep: the policy's, in slices; an interrupt ends it and the retrying, with
+        the last failure."""
+        if not _pause(seconds, self.policy, self.cancelled):
+            assert self.failure is not None
+            raise self.failure
 
 
 def _pause(seconds: float, policy: RetryPolicy, cancelled: Callable[[], bool]) -> bool:
