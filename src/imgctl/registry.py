@@ -118,9 +118,9 @@ class RegistryClient:
         config = found.data.get("config")
         if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
             return None
-        blob = self._request("GET", path, "blobs", config["digest"])
+        blob = self.blob(path, config["digest"])
         try:
-            labels = (blob.json().get("config") or {}).get("Labels") or {}
+            labels = (json.loads(blob or b"{}").get("config") or {}).get("Labels") or {}
         except (ValueError, AttributeError):
             labels = {}
         value = labels.get(label) if isinstance(labels, dict) else None
@@ -151,6 +151,21 @@ class RegistryClient:
         put = self._request("PUT", path, "manifests", tag, push=True, body=found.body, content_type=found.media_type)
         if put.status_code != 201:
             raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
+
+    def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
+        """Store a manifest (an index imgctl assembled, say) under a tag or its digest; its digest."""
+        put = self._request("PUT", path, "manifests", reference, body=body, content_type=media_type)
+        if put.status_code != 201:
+            raise RegistryError(f"registry {self.host} answered {put.status_code} when storing {path}:{reference}")
+        digest = put.headers.get("Docker-Content-Digest", "")
+        if not digest:
+            raise RegistryError(f"{self.host} stored {path}:{reference} without saying its digest")
+        return digest
+
+    def blob(self, path: str, digest: str) -> bytes | None:
+        """A small blob (an image config), whole; None if absent."""
+        response = self._request("GET", path, "blobs", digest)
+        return None if response.status_code == 404 else response.content
 
     def pull_limit(self, path: str, reference: str) -> PullLimit:
         """What the registry says of its pull limit, read from a HEAD of the manifest: Docker Hub
