@@ -43,12 +43,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from imgctl.errors import AuthFailed, ImgctlError, PushFailed, RegistryError
 from imgctl.refs import DOCKER_HUB, is_docker_hub
+
+if TYPE_CHECKING:  # config.py imports this module: `imgctl validate` must not pay tenacity's import
+    import tenacity
 
 T = TypeVar("T")
 
@@ -298,6 +299,8 @@ def call_with_retries(
         message = policy.dead(registry)
         if message is not None:
             raise RegistryError(message)
+    import tenacity
+
     run = _Run(policy, on_retry, cancelled, registry)
     result = tenacity.Retrying(
         retry=run.retry,
