@@ -92,20 +92,27 @@ def schema(
 
 def _options(
     nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig,
-    skip_unchanged: bool = False, builder: str = "classic",
+    skip_unchanged: bool = False, builder: str = "classic", platforms: list[str] | None = None,
 ) -> Options:
+    from imgctl.errors import UsageError
     from imgctl.plan import Options
+    from imgctl.platforms import PlatformError, parse_list
 
+    try:
+        chosen = parse_list(platforms or [])
+    except PlatformError as exc:
+        raise UsageError(f"--platform: {exc}") from None
     return Options(
         nightly=nightly, only=tuple(only or ()), with_deps=not no_deps, push=not no_push,
         pull=pull or nightly, no_cache=no_cache or (nightly and not loaded.config.nightly_cache),
-        skip_unchanged=skip_unchanged, builder=builder,
+        skip_unchanged=skip_unchanged, builder=builder, platforms=chosen,
     )
 
 
 OnlyOption = Annotated[Optional[list[str]], typer.Option("--only", help="Only this image (repeatable), with its dependencies.")]
 NoDepsOption = Annotated[bool, typer.Option("--no-deps", help="With --only: leave out the dependencies.")]
 NightlyOption = Annotated[bool, typer.Option("--nightly", help="Nightly rebuild: nightly_tags, fresh base images, no cache.")]
+PlatformOption = Annotated[Optional[list[str]], typer.Option("--platform", help="Build for this platform (os/arch[/variant]; repeatable, or a comma list) instead of the config's platforms.")]
 
 
 @app.command()
@@ -115,6 +122,7 @@ def plan(
     nightly: NightlyOption = False,
     only: OnlyOption = None,
     no_deps: NoDepsOption = False,
+    platform: PlatformOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (schema imgctl.plan/v1).")] = False,
     matrix: Annotated[bool, typer.Option("--matrix", help="Print a GitHub Actions matrix: one entry per group of images that can build apart.")] = False,
 ) -> None:
@@ -123,7 +131,8 @@ def plan(
     from imgctl.render.plan import plan_text, plan_to_dict
 
     loaded = api.load(config)
-    resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded))
+    resolved = api.plan(loaded, version=version, options=_options(nightly, only, no_deps, False, False, False, loaded,
+                                                                 platforms=platform))
     if matrix:
         from imgctl.render.plan import plan_matrix
 
@@ -139,6 +148,7 @@ def release(
     nightly: NightlyOption = False,
     only: OnlyOption = None,
     no_deps: NoDepsOption = False,
+    platform: PlatformOption = None,
     no_push: Annotated[bool, typer.Option("--no-push", help="Build and tag only.")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
@@ -169,7 +179,7 @@ def release(
 
     loaded = api.load(config)
     options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded, skip_unchanged,
-                       builder.value if builder else loaded.config.builder)
+                       builder.value if builder else loaded.config.builder, platform)
     resolved = api.plan(loaded, version=version, options=options)
     warnings = api.secret_build_args(resolved)
     if strict and warnings:

@@ -15,6 +15,7 @@ from pydantic import (
 
 from imgctl import refs
 from imgctl.errors import ConfigError
+from imgctl.platforms import Platform
 from imgctl.retry import DEFAULT_WINDOW
 from imgctl.yamlload import mark_of, read_yaml
 
@@ -137,6 +138,21 @@ def _check_namespace(value: str) -> str:
     return value
 
 
+def _platforms(value: Any) -> Any:
+    """Each entry checked against the os/arch[/variant] grammar; kept as written, in order."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return value  # pydantic says what it expected
+    for entry in value:
+        if isinstance(entry, str):
+            Platform.parse(entry)  # a PlatformError is a ValueError: pydantic names the field
+    return value
+
+
+Platforms = Annotated[list[str], BeforeValidator(_platforms), Field(min_length=1, max_length=32)]
+
+
 class ImageConfig(_Model):
     name: str
     context: str = "."
@@ -149,6 +165,9 @@ class ImageConfig(_Model):
     registries: list[str] | None = None
     max_size: Annotated[int | None, BeforeValidator(lambda v: parse_size(v) if isinstance(v, str) else v)] = Field(
         default=None, gt=0, description="Fail the image before it is pushed if it is larger, e.g. 200MB."
+    )
+    platforms: Platforms | None = Field(
+        default=None, description="Build for these platforms (os/arch[/variant]) and push an image index; replaces the top-level platforms."
     )
 
     @field_validator("name")
@@ -208,6 +227,9 @@ class Config(_Model):
         default="classic", description="The engine's builder: classic (docker-py's) or buildkit; --builder overrides it."
     )
     retry: Annotated[RetryConfig, BeforeValidator(_retry_mapping)] = Field(default_factory=RetryConfig)
+    platforms: Platforms | None = Field(
+        default=None, description="Every image's platforms (os/arch[/variant]), unless it names its own; --platform overrides both."
+    )
 
     @field_validator("registry")
     @classmethod

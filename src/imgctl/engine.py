@@ -28,6 +28,7 @@ from imgctl.events import (
     BuildDone, BuildParser, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
 )
 from imgctl.plan import PlannedImage, PlannedTag
+from imgctl.platforms import Platform
 from imgctl.refs import is_docker_hub
 from imgctl.retry import classify_text, is_auth_text
 
@@ -63,6 +64,7 @@ class Engine:
         self._local = threading.local()
         self._version: str | None = None  # the API version the first client agreed with the engine
         self._network: str | None = None  # BuildKit's network for RUN steps (see _build_network)
+        self._platform: Platform | None = None
 
     def _api(self, kind: str) -> docker.APIClient:
         clients = self._local.__dict__.setdefault("clients", {})
@@ -80,6 +82,16 @@ class Engine:
             self._version = self._version or client.api.api_version
             clients[kind] = client.api
         return clients[kind]
+
+    def platform(self) -> Platform:
+        """The engine's own platform: what BUILDPLATFORM names, and what runs without emulation."""
+        if self._platform is None:
+            try:
+                found = self._api("control").version()
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                raise _unavailable(exc) from None
+            self._platform = Platform.parse(f"{found.get('Os', 'linux')}/{found.get('Arch', 'amd64')}")
+        return self._platform
 
     def connect(self) -> str:
         """Check that the engine answers; return its version."""
@@ -108,9 +120,12 @@ class Engine:
 
     def build(
         self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit, extra_labels: dict[str, str] | None = None,
-        builder: str = "classic",
+        builder: str = "classic", platform: Platform | None = None, build_args: dict[str, str] | None = None,
+        cache_from: list[str] | None = None,
     ) -> str:
-        """Build with live output; return the image id. Any error in the stream fails the build."""
+        """Build with live output; return the image id. Any error in the stream fails the build.
+        `build_args` replace the image's own (a multi-platform build adds TARGETPLATFORM and friends)."""
+        args = dict(image.build_args if build_args is None else build_args)
         started = time.monotonic()
         buildkit = builder == "buildkit"
         parser: BuildParser = BuildKitStreamParser(image.name) if buildkit else BuildStreamParser(image.name)
@@ -121,12 +136,12 @@ class Engine:
                 fold_labels=not buildkit,
             )
             if buildkit:
-                stream = self._buildkit(context, dockerfile, image, labels, no_cache=no_cache, pull=pull)
+                stream = self._buildkit(context, dockerfile, image, labels, args, platform, no_cache=no_cache, pull=pull)
             else:
                 stream = self._api("build").build(
                     fileobj=context, custom_context=True, encoding=None,
                     dockerfile=dockerfile, target=image.target,
-                    buildargs=dict(image.build_args), labels=labels,
+                    buildargs=args, labels=labels, platform=str(platform) if platform else None, cache_from=cache_from,
                     rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
                 )
             for record in _records(stream):
@@ -154,6 +169,10 @@ class Engine:
                             "with imgctl's credentials first")
             if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
                 exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
+            if "exec format error" in exc.message and platform is not None:
+                exc.hint = (f"the engine cannot run {platform} programs: install QEMU user emulation "
+                            "(Debian's qemu-user-static, registered with the F flag; scripts/setup.sh does it, "
+                            "as docker/setup-qemu-action does on CI)")
             raise
         for event in events:
             emit(event)
@@ -161,19 +180,22 @@ class Engine:
         return image_id
 
     def _buildkit(
-        self, context: Iterable[bytes], dockerfile: str, image: PlannedImage, labels: dict[str, str], *, no_cache: bool, pull: bool
+        self, context: Iterable[bytes], dockerfile: str, image: PlannedImage, labels: dict[str, str],
+        args: dict[str, str], platform: Platform | None, *, no_cache: bool, pull: bool,
     ) -> Iterator[bytes]:
         """The same build through BuildKit (`version=2`), which docker-py's build() does not offer:
         one request on docker-py's own connection to the engine, the context as its body. BuildKit
         commits no container per instruction: the labels cost no step."""
         api = self._api("build")
         params = {
-            "version": "2", "dockerfile": dockerfile, "buildargs": json.dumps(dict(image.build_args)),
+            "version": "2", "dockerfile": dockerfile, "buildargs": json.dumps(args),
             "labels": json.dumps(labels), "nocache": int(no_cache), "pull": int(pull), "rm": 1, "forcerm": 1,
             "networkmode": self._build_network(),
         }
         if image.target:
             params["target"] = image.target
+        if platform is not None:
+            params["platform"] = str(platform)
         response = api.post(
             f"{api.base_url}/v{api.api_version}/build", params=params, data=itertools.chain([root_entry(image.context)], context),
             headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,

@@ -25,6 +25,7 @@ def type_name(cls: type) -> str:
 class Event:
     image: str | None = None
     time: float = field(default_factory=time.time)
+    platform: str | None = None  # which platform's build or push of a multi-platform image
 
     @property
     def type(self) -> str:
@@ -109,6 +110,15 @@ class TagAdded(Event):
 
     reference: str
     digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexPushed(Event):
+    """A multi-platform image's index, assembled in the registry from its platforms' images."""
+
+    repository: str
+    digest: str
+    platforms: dict[str, dict[str, Any]]  # platform -> {"digest": ..., "size": ...}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from imgctl.config import Config, LoadedConfig, RegistryConfig, TagSpec, find_cy
 from imgctl.dockerfile import base_images, split_reference
 from imgctl.errors import ConfigError, UsageError
 from imgctl.facts import Facts
+from imgctl.platforms import Platform, parse_list
 
 OCI = "org.opencontainers.image."
 
@@ -39,6 +40,7 @@ class Options:
     no_cache: bool = False
     skip_unchanged: bool = False
     builder: str = "classic"  # or "buildkit"
+    platforms: tuple[Platform, ...] = ()  # --platform: every image's, for this run
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class PlannedImage:
     held_back: tuple[PlannedTag, ...] = ()
     max_size: int | None = None
     bases: tuple[str, ...] = ()  # the images its FROM lines name, ARGs substituted
+    platforms: tuple[Platform, ...] = ()  # none: the engine's own, one image and no index
 
     @property
     def immutable_tags(self) -> tuple[PlannedTag, ...]:
@@ -278,8 +281,10 @@ def make_plan(
                 depends_on=tuple(d for d in graph[name] if d in selected),
                 inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
                 tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size, bases=bases[name],
+                platforms=options.platforms or parse_list(image.platforms or config.platforms or []),
             )
         )
+    _check_platforms(images, repos)
     return Plan(
         images=tuple(images), targets=targets, options=options,
         version=version.text if version else None, version_source=facts.version_source,
@@ -288,6 +293,32 @@ def make_plan(
         config_path=loaded.path,
         facts={"git_sha": facts.git_sha, "branch": facts.branch, "date": facts.date, "created": facts.created},
     )
+
+
+def _check_platforms(images: list[PlannedImage], repos: dict[tuple[str, str], str]) -> None:
+    """A multi-platform image builds each platform FROM its base's build for that platform: the
+    base must be built for every one of them, and named through a build arg (which imgctl points
+    at that platform's build; a FROM line naming it outright would take the engine's own)."""
+    by_name = {image.name: image for image in images}
+    for image in images:
+        if not image.platforms:
+            continue
+        for base in image.bases:
+            dep = repos.get(split_reference(base))
+            if dep is None or dep == image.name or dep not in by_name:
+                continue
+            missing = [str(p) for p in image.platforms if p not in by_name[dep].platforms]
+            if missing:
+                raise ConfigError(
+                    f"image {image.name} builds for {', '.join(missing)} FROM {dep}, which is not built for "
+                    f"{'it' if len(missing) == 1 else 'them'}",
+                    hint=f"Give {dep} those platforms too (a top-level `platforms:` applies to every image).",
+                )
+            if base not in image.build_args.values():
+                raise ConfigError(
+                    f"image {image.name}: a FROM line names {base} outright; with several platforms, name it "
+                    "through a build arg (ARG BASE / FROM ${BASE}), which imgctl points at each platform's build",
+                )
 
 
 def _oci_labels(config: Config, facts: Facts, name: str) -> dict[str, str]:

@@ -27,14 +27,16 @@ FLOATING_AT_ONCE = 8  # repositories whose floating tags are set at once, once e
 class Publisher:
     def __init__(
         self, engine: Engine, registries: Registries, policy: RetryPolicy, emit: Callable[[Event], None], *,
-        results: dict[str, ImageResult], reused: dict[tuple[str, str, str], str], cancelled: threading.Event,
+        results: dict[str, ImageResult], in_registry: dict[tuple[str, str, str], str], cancelled: threading.Event,
     ) -> None:
         self.engine = engine
         self.registries = registries
         self.policy = policy
         self.emit = emit
         self.results = results
-        self.reused = reused  # (image, registry, repository) -> digest --skip-unchanged found there
+        # (image, registry, repository) -> the digest of the image there: --skip-unchanged found it,
+        # or it is a multi-platform image's index
+        self.in_registry = in_registry
         self.cancelled = cancelled
 
     def push_tag(self, image: PlannedImage, tag: PlannedTag) -> bool:
@@ -104,13 +106,14 @@ class Publisher:
     def _in_repository(self, image: PlannedImage, tag: PlannedTag) -> str | None:
         """The manifest digest of this image already in the tag's repository, if any.
 
-        Either --skip-unchanged found it there, or another tag of the image was pushed and verified
+        Either --skip-unchanged found it there, it is the index of a multi-platform image, or another
+        tag of the image was pushed and verified
         there this run. A tag then costs one manifest PUT, not a push through the engine (which
         would check every layer again).
         """
-        reused = self.reused.get((image.name, tag.target, tag.api_path))
-        if reused:
-            return reused
+        known = self.in_registry.get((image.name, tag.target, tag.api_path))
+        if known:
+            return known
         result = self.results[image.name]
         for other in image.tags:
             if other.target == tag.target and other.api_path == tag.api_path and other.tag != tag.tag:

@@ -19,6 +19,17 @@ class TagResult:
 
 
 @dataclass
+class PlatformResult:
+    """One platform of a multi-platform image: its build, and its image in the registry."""
+
+    platform: str
+    image_id: str | None = None
+    size: int | None = None  # uncompressed, as the engine measures it
+    layers: int | None = None
+    digest: str | None = None  # its manifest, a child of the index
+
+
+@dataclass
 class ImageResult:
     name: str
     status: str = "pending"  # released | built | failed | skipped | interrupted | pending
@@ -32,6 +43,7 @@ class ImageResult:
     error: str | None = None
     output: tuple[str, ...] = ()
     tags: list[TagResult] = field(default_factory=list)
+    platforms: list[PlatformResult] = field(default_factory=list)  # none: a single-platform image
 
     def tag(self, reference: str) -> TagResult:
         return next(t for t in self.tags if t.reference == reference)

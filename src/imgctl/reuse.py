@@ -11,6 +11,7 @@ from imgctl.engine import Engine
 from imgctl.errors import ImgctlError
 from imgctl.events import Event, Reused
 from imgctl.plan import OCI, Plan, PlannedImage
+from imgctl.platforms import Platform
 from imgctl.pulls import Pulls
 from imgctl.registries import Registries
 from imgctl.results import ImageResult
@@ -21,7 +22,7 @@ INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-u
 class Reuse:
     def __init__(
         self, plan: Plan, engine: Engine, registries: Registries, pulls: Pulls, results: dict[str, ImageResult],
-        emit: Callable[[Event], None],
+        emit: Callable[[Event], None], in_registry: dict[tuple[str, str, str], str],
     ) -> None:
         self.plan = plan
         self.engine = engine
@@ -29,13 +30,15 @@ class Reuse:
         self.pulls = pulls
         self.results = results
         self.emit = emit
-        self.found: dict[tuple[str, str, str], str] = {}  # (image, registry, repository) -> digest whose inputs match
+        self.in_registry = in_registry  # (image, registry, repository) -> digest whose inputs match, for the publisher
+        self.reused: set[str] = set()
 
-    def inputs(self, image: PlannedImage) -> str | None:
-        """The digest of everything the build reads; None when a base image's digest is unknown."""
+    def inputs(self, image: PlannedImage, platform: Platform | None = None) -> str | None:
+        """The digest of everything the build (for `platform`) reads; None when a base image's
+        digest is unknown."""
         bases: dict[str, str] = {}
         for base in image.bases:
-            digest = self._base_digest(base)
+            digest = self._base_digest(base, platform)
             if digest is None:
                 return None
             bases[split_reference(base)[1]] = digest
@@ -44,6 +47,8 @@ class Reuse:
         labels = {k: v for k, v in image.labels.items() if k not in (OCI + "created", OCI + "version")}
         facts = {f"arg:{k}": v for k, v in image.build_args.items()}
         facts |= {f"label:{k}": v for k, v in labels.items()} | {"target": image.target or ""}
+        if platform is not None:
+            facts["platform"] = str(platform)
         try:
             return inputs_digest(image.context, image.dockerfile, facts, bases)
         except ImgctlError:
@@ -67,25 +72,29 @@ class Reuse:
             return False
         self.results[image.name].image_id = image_id
         for (target, path), digest in found.items():
-            self.found[(image.name, target, path)] = digest
+            self.in_registry[(image.name, target, path)] = digest
+        self.reused.add(image.name)
         self.emit(Reused(image=image.name, inputs=inputs))
         return True
 
     def fetch_reused_bases(self, image: PlannedImage) -> None:
         """A base that --skip-unchanged reused was never built here: pull it, with its registry's credentials."""
         for dep in image.depends_on:
-            if not any(key[0] == dep for key in self.found):
+            if dep not in self.reused:
                 continue
             for base in image.bases:
                 tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
                 if tag and self.engine.local_image_id(base) is None:
                     self.pulls.pull(image.name, base, self.registries.creds(tag.target), what="pull the reused base")
 
-    def _base_digest(self, base: str) -> str | None:
+    def _base_digest(self, base: str, platform: Platform | None) -> str | None:
         """The image id of a base image: for an image of this run, the one it built or reused (its
-        dependents build once it is built, before any push); else the local image's."""
+        dependents build once it is built, before any push), for `platform` if it has several;
+        else the local image's."""
         repository = split_reference(base)
         for image in self.plan.images:
-            if any(split_reference(r.reference) == repository for r in self.results[image.name].tags):
-                return self.results[image.name].image_id
+            result = self.results[image.name]
+            if any(split_reference(r.reference) == repository for r in result.tags):
+                same = [p for p in result.platforms if p.platform == str(platform)]
+                return same[0].image_id if same else result.image_id
         return self.engine.local_image_id(base)

@@ -18,6 +18,7 @@ from imgctl.engine import Engine
 from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError
 from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged, Warning
 from imgctl.plan import Plan, PlannedImage
+from imgctl.multiplatform import MultiPlatform, PlatformFailed
 from imgctl.publish import Publisher
 from imgctl.pulls import Pulls
 from imgctl.registries import Registries
@@ -26,6 +27,8 @@ from imgctl.retry import RetryPolicy
 from imgctl.reuse import INPUTS_LABEL, Reuse
 from imgctl.slots import BuildSlots
 from imgctl.units import human_bytes
+
+PLATFORM_SLOTS = 64  # slot keys per image: one per platform (the config allows at most 32)
 
 __all__ = ["Release", "ReleaseResult", "ImageResult", "TagResult", "default_jobs"]
 
@@ -62,7 +65,11 @@ class Release:
         self.environ = environ
         self.cancelled = cancelled or threading.Event()
         self._slots = BuildSlots(self.jobs)
-        self._rank = plan.build_order()
+        # One build slot per platform of an image; an image's platforms come right after each other.
+        self._keys = {
+            name: [rank * PLATFORM_SLOTS + i for i in range(max(1, len(plan.image(name).platforms)))]
+            for name, rank in plan.build_order().items()
+        }
         self._holding: set[str] = set()  # images with a build slot, until the scheduler takes it back
         self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
         self._settled = {image.name: threading.Event() for image in plan.images}  # its worker ended, or it was skipped
@@ -79,11 +86,13 @@ class Release:
         }
         self.registries = Registries(plan, engine, self.policy, self.emit, environ, self.cancelled)
         self.pulls = Pulls(engine, self.policy, self.emit, self.cancelled)
-        self.reuse = Reuse(plan, engine, self.registries, self.pulls, self.results, self.emit)
+        in_registry: dict[tuple[str, str, str], str] = {}  # (image, registry, repository) -> digest there
+        self.reuse = Reuse(plan, engine, self.registries, self.pulls, self.results, self.emit, in_registry)
         self.publisher = Publisher(
-            engine, self.registries, self.policy, self.emit, results=self.results, reused=self.reuse.found,
+            engine, self.registries, self.policy, self.emit, results=self.results, in_registry=in_registry,
             cancelled=self.cancelled,
         )
+        self.platforms = MultiPlatform(plan, engine, self.registries, self.policy, self.emit, self.results, self.cancelled)
 
     def emit(self, event: Event) -> None:
         with self._emit_lock:
@@ -145,7 +154,8 @@ class Release:
             if stop_reason is None:
                 ready = [n for n in waiting if all(state.get(d) in ("built", "done") for d in self.plan.image(n).depends_on)]
                 for name in ready:  # all queued before any starts: a started one may ask for a slot at once
-                    self._slots.queue(self._rank[name])
+                    for key in self._keys[name]:
+                        self._slots.queue(key)
                 for name in ready:
                     waiting.remove(name)
                     state[name] = "running"
@@ -195,7 +205,8 @@ class Release:
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
-            self._slots.withdraw(self._rank[image.name])  # if it ended before asking for its slot
+            for key in self._keys[image.name]:  # if it ended before asking for its slots
+                self._slots.withdraw(key)
             self._settled[image.name].set()
             outcome = "done" if ok else "skipped" if self.results[image.name].status == "skipped" else "failed"
             self._finished.put((image.name, outcome))
@@ -222,9 +233,12 @@ class Release:
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         inputs = self.reuse.inputs(image) if options.push else None
         if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs):
-            self._slots.withdraw(self._rank[image.name])  # nothing to build; dependents start once its
-            return self._push_all(image, time.monotonic())  # tags are in the registry, to pull from there
-        self._slots.acquire(self._rank[image.name])
+            for key in self._keys[image.name]:  # nothing to build; dependents start once its
+                self._slots.withdraw(key)  # tags are in the registry, to pull from there
+            return self._push_all(image, time.monotonic())
+        if image.platforms:
+            return self._release_platforms(image)
+        self._slots.acquire(self._keys[image.name][0])
         self._holding.add(image.name)  # the scheduler takes the slot back at this image's next message
         if self._stop_reason:
             result.status, result.error = "skipped", self._stop_reason
@@ -260,15 +274,54 @@ class Release:
         except ImgctlError as exc:
             return self._fail(image.name, "tag", exc.message)
         if not options.push:
-            for tag_result in result.tags:
-                if tag_result.status == "pending":
-                    tag_result.status = "built"
-            result.status = "built"
-            result.seconds = time.monotonic() - started
-            self.emit(ImageDone(image=image.name, digests={}))
-            return True
+            return self._built(image, started)
         self._finished.put((image.name, "built"))  # its dependents may start building now
         return self._push_all(image, started)
+
+    def _release_platforms(self, image: PlannedImage) -> bool:
+        """A multi-platform image: its platforms built at once, each in a slot of its own, then
+        pushed with an index (multiplatform.py)."""
+        result = self.results[image.name]
+        if self._stop_reason:
+            result.status, result.error = "skipped", self._stop_reason
+            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+            return False
+        started = time.monotonic()
+        self.emit(ImageStarted(image=image.name))
+        labels = {}
+        if self.plan.options.push:  # each platform's config carries its own inputs digest
+            for platform in image.platforms:
+                inputs = self.reuse.inputs(image, platform)
+                if inputs:
+                    labels[platform] = {INPUTS_LABEL: inputs}
+
+        def slot(index: int) -> Callable[[], None]:
+            self._slots.acquire(self._keys[image.name][index])
+            return self._slots.release
+
+        try:
+            self.platforms.build(image, slot, labels=labels)
+        except PlatformFailed as exc:
+            return self._fail(image.name, exc.stage, exc.message, exc.output)
+        big = [p for p in result.platforms if image.max_size and p.size and p.size > image.max_size]
+        if big:
+            return self._fail(image.name, "size", f"{big[0].platform} image is {human_bytes(big[0].size or 0)}, "
+                              f"over its max_size of {human_bytes(image.max_size or 0)}")
+        if not self.plan.options.push:
+            return self._built(image, started)
+        self._finished.put((image.name, "built"))  # its dependents may start building now
+        return self._push_all(image, started)
+
+    def _built(self, image: PlannedImage, started: float) -> bool:
+        """--no-push: built and tagged locally, and that is all."""
+        result = self.results[image.name]
+        for tag_result in result.tags:
+            if tag_result.status == "pending":
+                tag_result.status = "built"
+        result.status = "built"
+        result.seconds = time.monotonic() - started
+        self.emit(ImageDone(image=image.name, digests={}))
+        return True
 
     def _push_all(self, image: PlannedImage, started: float) -> bool:
         """Push the immutable tags; every tag is tried, so one registry failing does not hide another."""
@@ -281,7 +334,13 @@ class Release:
         first = (image.floating_tags or image.tags or (None,))[0]
         result.previous_size = self.publisher.stored_size(first) if first else None
         failed = []
+        if image.platforms and image.name not in self.reuse.reused:
+            failed = self.platforms.publish(image, self.reuse.in_registry)
+        # A multi-platform image's tags point at its index by now; a reused one's are added to the
+        # index already in the registry, one PUT each, as a single image's other tags are.
         for tag in image.immutable_tags:
+            if result.tag(tag.reference).status != "pending":
+                continue
             if self.cancelled.is_set():
                 result.status, result.error = "interrupted", "release interrupted before its push"
                 self.emit(ImageSkipped(image=image.name, reason=result.error))

@@ -138,7 +138,8 @@ class ConsoleRenderer:
         if isinstance(event, (ev.ImageStarted, ev.BuildStep)):
             row.state, row.started = "building", row.started or event.time
             if isinstance(event, ev.BuildStep):
-                row.detail = f"Step {event.step}/{event.total}: {event.instruction}"
+                on = f"{event.platform} " if event.platform else ""
+                row.detail = f"{on}Step {event.step}/{event.total}: {event.instruction}"
                 row.tail.clear()  # the tail belongs to the current step
         elif isinstance(event, ev.BuildOutput):
             if event.line.strip() and (not event.internal or self.verbosity > 0) and self.tail_lines > 0:

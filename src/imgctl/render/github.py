@@ -338,7 +338,8 @@ def _pushed(result: ReleaseResult) -> list[tuple[str, str, str]]:
 
 
 def release_outputs(result: ReleaseResult) -> dict[str, str]:
-    """The step outputs: `digests`, `tags` and `<name>-digest` per image with a pushed tag.
+    """The step outputs: `digests`, `tags` and `<name>-digest` per image with a pushed tag, and
+    `platforms` (image -> platform -> its digest and size) for multi-platform images.
 
     "Pushed" includes tags a re-run found unchanged in the registry: they name the same digest.
     Tags only built, held back, failed or never reached are left out.
@@ -348,6 +349,12 @@ def release_outputs(result: ReleaseResult) -> dict[str, str]:
         "digests": json.dumps({ref: digest for _, ref, digest in pushed}, sort_keys=True),
         "tags": json.dumps([ref for _, ref, _ in pushed]),
     }
+    platforms = {
+        image.name: {p.platform: {"digest": p.digest, "size": p.size} for p in image.platforms}
+        for image in result.images if image.platforms and image.status == "released"
+    }
+    if platforms:
+        outputs["platforms"] = json.dumps(platforms, sort_keys=True)
     keys: dict[str, list[str]] = {}
     for image in result.images:
         keys.setdefault(output_key(image.name) + "-digest", []).append(image.name)

@@ -20,7 +20,8 @@ class PlainRenderer:
     def __call__(self, event: ev.Event) -> None:
         text = self.format(event)
         if text is not None:
-            prefix = f"{event.image} | " if event.image else ""
+            name = f"{event.image} ({event.platform})" if event.image and event.platform else event.image
+            prefix = f"{name} | " if name else ""
             for line in redact(text).splitlines() or [""]:
                 self.out.write(f"{prefix}{line}\n")
             self.out.flush()
@@ -54,6 +55,9 @@ class PlainRenderer:
             return self._layer(event)
         if isinstance(event, ev.PushDone):
             return f"pushed {event.reference} {event.digest}"
+        if isinstance(event, ev.IndexPushed):
+            children = ", ".join(f"{p} {c['digest'][:19]}" for p, c in event.platforms.items())
+            return f"index {event.repository}@{event.digest} ({children})"
         if isinstance(event, ev.TagAdded):
             return f"tagged {event.reference} {event.digest} in the registry (the image was there: no push)"
         if isinstance(event, ev.Reused):

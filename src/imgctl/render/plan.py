@@ -40,6 +40,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "labels": image.labels,
                 "tags": [_tag(t) for t in image.tags],
                 "held_back": [_tag(t) for t in image.held_back],
+                "platforms": [str(p) for p in image.platforms],
             }
             for image in plan.images
         ],
@@ -56,6 +57,8 @@ def plan_text(plan: Plan) -> str:
         deps = f"  after {', '.join(image.depends_on)}" if image.depends_on else ""
         lines.append(f"{number}. {image.name}{deps}")
         lines.append(f"   context {image.context}  dockerfile {image.dockerfile}" + (f"  target {image.target}" if image.target else ""))
+        if image.platforms:
+            lines.append(f"   platforms {', '.join(map(str, image.platforms))} (an image index)")
         for key, value in image.build_args.items():
             lines.append(f"   arg {key}={value}")
         for tag in image.tags:

@@ -56,9 +56,15 @@ def summary_rows(result: ReleaseResult) -> list[dict[str, Any]]:
                     for t in image.tags
                 ],
                 "error": image.error,
+                "platforms": platform_rows(image),
             }
         )
     return rows
+
+
+def platform_rows(image: ImageResult) -> list[dict[str, Any]]:
+    """A multi-platform image's platforms: each one's image, its digest (a child of the index) and size."""
+    return [{"platform": p.platform, "image_id": p.image_id, "digest": p.digest, "size": p.size} for p in image.platforms]
 
 
 def size_text(image: ImageResult) -> str:

@@ -1,0 +1,134 @@
+"""Multi-platform images for real: linux/amd64 natively and linux/arm64 under QEMU, each built on
+its own, pushed, and assembled into an image index that every tag points at."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imgctl.indexes import platform_digests
+from imgctl.registry import RegistryClient
+from tests.conftest import unique, write_config, write_context
+from tests.support.arch import UNAME_M, require_emulation, write_multiarch_base_context
+from tests.support.faultproxy import FaultProxy, Rule
+from tests.support.registry import RegistryServer
+
+pytestmark = pytest.mark.engine
+
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+APP = 'ARG B\nFROM ${B}\nARG TARGETARCH\nRUN echo "app on $(cat /arch) for ${TARGETARCH}" > /app\nCMD ["cat", "/app"]\n'
+
+
+def _config(tmp_path: Path, host: str, ns: str, **top: object) -> Path:
+    write_multiarch_base_context(tmp_path / "base")
+    write_context(tmp_path / "app", APP)
+    return write_config(tmp_path, {
+        "registry": host, "namespace": ns, "platforms": PLATFORMS, **top,
+        "images": [
+            {"name": "base", "context": "base", "tags": ["{version}", "latest"]},
+            {"name": "app", "context": "app", "build_args": {"B": "{registry}/{namespace}/base:{version}"},
+             "tags": ["{version}", "{major}.{minor}", "latest"]},
+        ],
+    })
+
+
+def _run_platform(reference: str, platform: str, command: list[str]) -> str:
+    subprocess.run(["docker", "rmi", "-f", reference], capture_output=True)
+    pulled = subprocess.run(["docker", "pull", "-q", "--platform", platform, reference], capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stderr
+    ran = subprocess.run(["docker", "run", "--rm", "--platform", platform, reference, *command], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.strip()
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_one_tag_every_architecture(builder: str, tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    require_emulation()
+    ns = unique()
+    config = _config(tmp_path, registry.host, ns)
+    run = imgctl("release", "-c", str(config), "--version", "1.2.0", "--builder", builder, "--output", "json",
+                 "--report", str(tmp_path / "report.json"))
+    assert run.code == 0, run.output
+    client = RegistryClient(registry.host, None)
+    for name, tags in (("base", ["1.2.0", "latest"]), ("app", ["1.2.0", "1.2", "latest"])):
+        index = registry.manifest_digest(f"{ns}/{name}", "1.2.0")
+        for tag in tags:
+            assert registry.manifest_digest(f"{ns}/{name}", tag) == index, (name, tag)
+        manifest = client.manifest(f"{ns}/{name}", tag)
+        assert manifest is not None and manifest.is_index
+        assert sorted(platform_digests(client, f"{ns}/{name}", "1.2.0")) == PLATFORMS
+    # each platform's build used its base's build for the same platform, and runs as that platform
+    for platform, arch in (("linux/amd64", "amd64"), ("linux/arm64", "arm64")):
+        out = _run_platform(f"{registry.host}/{ns}/app:1.2.0", platform, [])
+        assert out == f"app on {UNAME_M[arch]} for {arch}", platform
+    # the events say which platform a line belongs to, and carry the index and its children
+    steps = {e["platform"] for e in run.of_type("build_step") if e["image"] == "app"}
+    assert steps == set(PLATFORMS)
+    indexes = {e["repository"]: e for e in run.of_type("index_pushed")}
+    app_index = indexes[f"{registry.host}/{ns}/app"]
+    assert app_index["digest"] == registry.manifest_digest(f"{ns}/app", "latest")
+    assert sorted(app_index["platforms"]) == PLATFORMS
+    for platform, child in app_index["platforms"].items():
+        assert child["digest"] == platform_digests(client, f"{ns}/app", "1.2.0")[platform]
+    report = json.loads((tmp_path / "report.json").read_text())
+    app = next(row for row in report["images"] if row["image"] == "app")
+    assert sorted(p["platform"] for p in app["platforms"]) == PLATFORMS
+    assert all(p["digest"] and p["size"] for p in app["platforms"])
+    # no platform clobbered another's local tags
+    local = subprocess.run(["docker", "image", "inspect", "--format", "{{.Architecture}}",
+                            f"{registry.host}/{ns}/base:1.2.0-linux-arm64", f"{registry.host}/{ns}/base:1.2.0-linux-amd64"],
+                           capture_output=True, text=True)
+    assert local.stdout.split() == ["arm64", "amd64"], local.stderr
+
+
+def test_a_failed_platform_moves_no_tag(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """arm64's RUN fails: the image is a failed image, none of its tags moves, its dependent is skipped."""
+    require_emulation()
+    ns = unique()
+    config = _config(tmp_path, registry.host, ns)
+    (tmp_path / "base" / "Dockerfile").write_text(
+        (tmp_path / "base" / "Dockerfile").read_text() + 'RUN test "$(cat /arch)" = x86_64\n'
+    )
+    run = imgctl("release", "-c", str(config), "--version", "1.2.0", "--output", "json")
+    assert run.code == 1, run.output
+    [failed] = run.of_type("image_failed")
+    assert failed["image"] == "base" and failed["error"].startswith("linux/arm64: ")
+    assert [e["image"] for e in run.of_type("image_skipped")] == ["app"]
+    assert registry.tags(f"{ns}/base") == [] and registry.tags(f"{ns}/app") == []
+
+
+def test_a_failed_child_push_moves_no_tag(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    require_emulation()
+    ns = unique()
+    with FaultProxy(registry.host, [Rule("PUT", r"/base/manifests/.*-linux-arm64$", "status", count=100, status=400)]) as proxy:
+        config = _config(tmp_path, proxy.host, ns)
+        run = imgctl("release", "-c", str(config), "--version", "1.2.0", "--output", "json")
+    assert run.code == 1, run.output
+    assert [e["image"] for e in run.of_type("image_failed")] == ["base"]
+    assert set(registry.tags(f"{ns}/base")) <= {"1.2.0-linux-amd64"}  # the amd64 child at most: no tag of the image
+    assert registry.tags(f"{ns}/app") == []
+
+
+def test_platforms_in_the_plan_and_the_flag(tmp_path: Path, imgctl) -> None:  # type: ignore[no-untyped-def]
+    config = _config(tmp_path, "127.0.0.1:5000", "ns")
+    plan = json.loads(imgctl("plan", "-c", str(config), "--version", "1.0.0", "--json").stdout)
+    assert [i["platforms"] for i in plan["images"]] == [PLATFORMS, PLATFORMS]
+    only_arm = json.loads(imgctl("plan", "-c", str(config), "--version", "1.0.0", "--json", "--platform", "linux/arm64,linux/arm/v7").stdout)
+    assert only_arm["images"][0]["platforms"] == ["linux/arm64", "linux/arm/v7"]
+    bad = imgctl("plan", "-c", str(config), "--version", "1.0.0", "--platform", "arm64")
+    assert bad.code == 2 and "--platform: 'arm64' is not a platform" in bad.stderr
+    text = imgctl("plan", "-c", str(config), "--version", "1.0.0").stdout
+    assert "platforms linux/amd64, linux/arm64 (an image index)" in text
+
+
+def test_a_base_without_the_platform_is_a_config_error(tmp_path: Path, imgctl) -> None:  # type: ignore[no-untyped-def]
+    config = _config(tmp_path, "127.0.0.1:5000", "ns")
+    data = json.loads(json.dumps(__import__("yaml").safe_load(config.read_text())))
+    data["images"][0]["platforms"] = ["linux/amd64"]
+    write_config(tmp_path, data)
+    run = imgctl("plan", "-c", str(config), "--version", "1.0.0")
+    assert run.code == 2, run.output
+    assert "image app builds for linux/arm64 FROM base, which is not built for it" in run.stderr
