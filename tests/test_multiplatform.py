@@ -132,3 +132,36 @@ def test_a_base_without_the_platform_is_a_config_error(tmp_path: Path, imgctl) -
     run = imgctl("plan", "-c", str(config), "--version", "1.0.0")
     assert run.code == 2, run.output
     assert "image app builds for linux/arm64 FROM base, which is not built for it" in run.stderr
+
+
+def test_skip_unchanged_per_index(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """Reused only if every platform is unchanged; a reused base's platforms are pulled for a dependent."""
+    require_emulation()
+    ns = unique()
+    config = _config(tmp_path, registry.host, ns)
+    epoch = {"SOURCE_DATE_EPOCH": "1767225600"}
+    assert imgctl("release", "-c", str(config), "--version", "1.0.0", env=epoch).code == 0
+    index = {name: registry.manifest_digest(f"{ns}/{name}", "1.0.0") for name in ("base", "app")}
+
+    # (a new version would change app's build arg B, which names base:{version}: its inputs)
+    same = imgctl("release", "-c", str(config), "--version", "1.0.0", "--skip-unchanged", "--output", "json", env=epoch)
+    assert same.code == 0, same.output
+    assert sorted(e["image"] for e in same.of_type("reused")) == ["app", "base"]
+    assert not same.of_type("build_step") and not same.of_type("push_started")
+    assert {e["image"] for e in same.of_type("unchanged")} == {"base", "app"}
+    for name in ("base", "app"):
+        for tag in ("1.0.0", "latest"):
+            assert registry.manifest_digest(f"{ns}/{name}", tag) == index[name], (name, tag)
+
+    # app changes, base does not: base is reused and its platforms pulled for app's builds
+    subprocess.run(f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep '^{registry.host}/{ns}/base:' | xargs -r docker rmi -f",
+                   shell=True, capture_output=True)
+    (tmp_path / "app" / "Dockerfile").write_text(APP.replace("app on", "app (changed) on"))
+    changed = imgctl("release", "-c", str(config), "--version", "1.0.0", "--skip-unchanged", "--output", "json", env=epoch)
+    assert changed.code == 0, changed.output
+    assert [e["image"] for e in changed.of_type("reused")] == ["base"]
+    assert {e["platform"] for e in changed.of_type("build_step") if e["image"] == "app"} == set(PLATFORMS)
+    assert registry.manifest_digest(f"{ns}/base", "1.0.0") == index["base"]
+    assert registry.manifest_digest(f"{ns}/app", "1.0.0") not in (None, index["app"])
+    out = _run_platform(f"{registry.host}/{ns}/app:1.0.0", "linux/arm64", [])
+    assert out == "app (changed) on aarch64 for arm64"

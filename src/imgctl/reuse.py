@@ -11,10 +11,12 @@ from imgctl.engine import Engine
 from imgctl.errors import ImgctlError
 from imgctl.events import Event, Reused
 from imgctl.plan import OCI, Plan, PlannedImage
+from imgctl.indexes import platform_digests
 from imgctl.platforms import Platform
 from imgctl.pulls import Pulls
+from imgctl.multiplatform import platform_tag
 from imgctl.registries import Registries
-from imgctl.results import ImageResult
+from imgctl.results import ImageResult, PlatformResult
 
 INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
 
@@ -77,15 +79,65 @@ class Reuse:
         self.emit(Reused(image=image.name, inputs=inputs))
         return True
 
+    def find_same_index(self, image: PlannedImage, inputs: dict[Platform, str]) -> bool:
+        """find_same for a multi-platform image: every repository's tag holds an index whose child
+        for each platform was built from that platform's inputs (each child's config carries its own)."""
+        found: dict[tuple[str, str], str] = {}
+        children: dict[str, tuple[str, str]] = {}  # platform -> (manifest digest, image id), of the first repository
+        for tag in image.tags + image.held_back:
+            if (tag.target, tag.api_path) in found:
+                continue
+            client = self.registries.client(tag)
+            try:
+                digests = platform_digests(client, tag.api_path, tag.tag)
+                seen = {str(p): client.inputs_of(tag.api_path, digests[str(p)], INPUTS_LABEL) if str(p) in digests else None
+                        for p in image.platforms}
+                index = client.manifest_digest(tag.api_path, tag.tag)
+            except ImgctlError:
+                continue
+            if index and all(seen[str(p)] and seen[str(p)][2] == inputs[p] for p in image.platforms):  # type: ignore[index]
+                found[tag.target, tag.api_path] = index
+                for platform, got in seen.items():
+                    assert got is not None
+                    children.setdefault(platform, (got[0], got[1]))
+        if {(t.target, t.api_path) for t in image.tags} - set(found):
+            return False
+        result = self.results[image.name]
+        result.platforms = [PlatformResult(str(p), image_id=children[str(p)][1], digest=children[str(p)][0])
+                            for p in image.platforms]
+        result.image_id = result.platforms[0].image_id
+        for (target, path), digest in found.items():
+            self.in_registry[(image.name, target, path)] = digest
+        self.reused.add(image.name)
+        self.emit(Reused(image=image.name, inputs=",".join(inputs[p] for p in image.platforms)))
+        return True
+
     def fetch_reused_bases(self, image: PlannedImage) -> None:
         """A base that --skip-unchanged reused was never built here: pull it, with its registry's credentials."""
         for dep in image.depends_on:
             if dep not in self.reused:
                 continue
+            if self.plan.image(dep).platforms:
+                self._fetch_reused_platforms(image, self.plan.image(dep))
+                continue
             for base in image.bases:
                 tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
                 if tag and self.engine.local_image_id(base) is None:
                     self.pulls.pull(image.name, base, self.registries.creds(tag.target), what="pull the reused base")
+
+    def _fetch_reused_platforms(self, image: PlannedImage, dep: PlannedImage) -> None:
+        """Each platform of a reused multi-platform base, pulled by its digest and tagged locally
+        as that platform's build would have been (`TAG-os-arch`), for this image's builds FROM it."""
+        tag = dep.tags[0]
+        for platform, found in zip(dep.platforms, self.results[dep.name].platforms):
+            local = platform_tag(tag, platform)
+            if found.digest is None or self.engine.local_image_id(local.reference) is not None:
+                continue
+            self.pulls.pull(image.name, f"{tag.repository}@{found.digest}", self.registries.creds(tag.target),
+                            what="pull the reused base")
+            if found.image_id and self.engine.local_image_id(found.image_id):
+                for each in dep.tags:
+                    self.engine.tag(found.image_id, platform_tag(each, platform))
 
     def _base_digest(self, base: str, platform: Platform | None) -> str | None:
         """The image id of a base image: for an image of this run, the one it built or reused (its

@@ -231,8 +231,8 @@ class Release:
             self._refresh_bases(image)
         self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
-        inputs = self.reuse.inputs(image) if options.push else None
-        if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs):
+        inputs = self.reuse.inputs(image) if options.push and not image.platforms else None
+        if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs) or self._same_index(image):
             for key in self._keys[image.name]:  # nothing to build; dependents start once its
                 self._slots.withdraw(key)  # tags are in the registry, to pull from there
             return self._push_all(image, time.monotonic())
@@ -277,6 +277,15 @@ class Release:
             return self._built(image, started)
         self._finished.put((image.name, "built"))  # its dependents may start building now
         return self._push_all(image, started)
+
+    def _same_index(self, image: PlannedImage) -> bool:
+        """--skip-unchanged for a multi-platform image: reused only if every platform is unchanged."""
+        options = self.plan.options
+        if not (image.platforms and options.push and options.skip_unchanged):
+            return False
+        inputs = {platform: self.reuse.inputs(image, platform) for platform in image.platforms}
+        known = {platform: value for platform, value in inputs.items() if value}
+        return len(known) == len(inputs) and self.reuse.find_same_index(image, known)
 
     def _release_platforms(self, image: PlannedImage) -> bool:
         """A multi-platform image: its platforms built at once, each in a slot of its own, then
