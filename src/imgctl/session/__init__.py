@@ -17,6 +17,7 @@ import secrets as _secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 
@@ -66,6 +67,15 @@ class Session:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.failures.append((what, exc))
+
+    @property
+    def calls(self) -> Counter[str]:
+        """How many calls of each gRPC method the daemon made (e.g. /grpc.health.v1.Health/Check)."""
+        connection = self._connection
+        if connection is None:
+            return Counter()
+        with connection.cond:
+            return Counter(connection.served)
 
     @property
     def alive(self) -> bool:

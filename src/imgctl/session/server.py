@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
 import h2.config
@@ -86,6 +86,7 @@ class Connection:
         self.cond = threading.Condition(threading.RLock())
         self.calls: dict[int, Call] = {}
         self.threads: list[threading.Thread] = []
+        self.served: Counter[str] = Counter()  # calls started, by method: what the build asked for
         self.closed = False
         self.ready = threading.Event()  # the daemon's SETTINGS arrived: the session is registered
 
@@ -167,6 +168,7 @@ class Connection:
         path = dict(headers).get(":path", "")
         problem = grpc.request_problem(headers)
         handler = self.handlers.get(path)
+        self.served[path] += 1
         if problem or handler is None:
             code = Status.UNIMPLEMENTED
             self.h2.send_headers(stream_id, grpc.trailers_only(code, problem or f"unknown method {path}"), end_stream=True)
