@@ -82,6 +82,12 @@ def test_one_tag_every_architecture(builder: str, tmp_path: Path, registry: Regi
                             f"{registry.host}/{ns}/base:1.2.0-linux-arm64", f"{registry.host}/{ns}/base:1.2.0-linux-amd64"],
                            capture_output=True, text=True)
     assert local.stdout.split() == ["arm64", "amd64"], local.stderr
+    # history of a platform that is not local is read from the registry
+    subprocess.run(["docker", "rmi", "-f", f"{registry.host}/{ns}/app:1.2.0-linux-arm64", f"{registry.host}/{ns}/app:1.2.0",
+                    f"{registry.host}/{ns}/app:1.2-linux-arm64", f"{registry.host}/{ns}/app:latest-linux-arm64"], capture_output=True)
+    shown = imgctl("history", "app", "-c", str(config), "--tag", "1.2.0", "--platform", "linux/arm64")
+    assert shown.code == 0, shown.output
+    assert "(from the registry, linux/arm64: compressed sizes)" in shown.stdout and "app on" in shown.stdout
 
 
 def test_a_failed_platform_moves_no_tag(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
@@ -165,3 +171,45 @@ def test_skip_unchanged_per_index(tmp_path: Path, registry: RegistryServer, imgc
     assert registry.manifest_digest(f"{ns}/app", "1.0.0") not in (None, index["app"])
     out = _run_platform(f"{registry.host}/{ns}/app:1.0.0", "linux/arm64", [])
     assert out == "app (changed) on aarch64 for arm64"
+
+
+def test_across_runners_platform_jobs_then_merge(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """Each platform on its own runner (`--platform P --platform-job`: pushes that platform, moves
+    no tag), then `--merge`: the index from what the jobs left in the registry, and every tag."""
+    require_emulation()
+    ns = unique()
+    config = _config(tmp_path, registry.host, ns)
+    data = __import__("yaml").safe_load(config.read_text())
+    write_context(tmp_path / "tool", f"FROM scratch\nLABEL run={ns}\nCOPY Dockerfile /tool\n")  # a single-platform image beside them
+    del data["platforms"]  # base and app name their own; tool has none: one image, no index
+    for entry in data["images"]:
+        entry["platforms"] = PLATFORMS
+    data["images"].append({"name": "tool", "context": "tool", "tags": ["{version}", "latest"]})
+    write_config(tmp_path, data)
+    matrix = json.loads(imgctl("plan", "-c", str(config), "--version", "2.0.0", "--matrix", "--by-platform").stdout)
+    assert [(e["platform"], e["flags"]) for e in matrix["include"]] == [
+        (p, f"--platform {p} --platform-job") for p in PLATFORMS
+    ]
+    early = imgctl("release", "-c", str(config), "--version", "2.0.0", "--merge", "--output", "json")
+    assert early.code == 1  # no platform job has run: nothing moves
+    assert "linux/amd64: no " in early.output and "its platform job has not pushed it" in early.output
+    assert registry.tags(f"{ns}/base") == [] and registry.tags(f"{ns}/app") == []
+    assert registry.tags(f"{ns}/tool") == ["2.0.0"]  # released as always, but no floating tag moved
+
+    for entry in matrix["include"]:
+        job = imgctl("release", "-c", str(config), "--version", "2.0.0", *entry["flags"].split(), "--output", "json")
+        assert job.code == 0, job.output
+        assert not job.of_type("verified")  # no tag moved
+        assert {e["image"] for e in job.of_type("image_skipped")} == {"tool"}
+    assert sorted(registry.tags(f"{ns}/app")) == ["2.0.0-linux-amd64", "2.0.0-linux-arm64"]
+    assert registry.tags(f"{ns}/tool") == ["2.0.0"]  # platform jobs leave it to the merge job
+
+    merged = imgctl("release", "-c", str(config), "--version", "2.0.0", "--merge", "--output", "json")
+    assert merged.code == 0, merged.output
+    assert not [e for e in merged.of_type("build_step") if e["image"] != "tool"]  # only tool was built here
+    client = RegistryClient(registry.host, None)
+    for name in ("base", "app"):
+        assert sorted(platform_digests(client, f"{ns}/{name}", "2.0.0")) == PLATFORMS
+        assert registry.manifest_digest(f"{ns}/{name}", "latest") == registry.manifest_digest(f"{ns}/{name}", "2.0.0")
+    assert sorted(registry.tags(f"{ns}/tool")) == ["2.0.0", "latest"]
+    assert _run_platform(f"{registry.host}/{ns}/app:2.0.0", "linux/arm64", []) == "app on aarch64 for arm64"

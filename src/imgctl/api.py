@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imgctl.auth import Credentials, find_credentials, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
@@ -23,11 +23,12 @@ from imgctl.plan import Options, Plan, Target, make_plan
 
 if TYPE_CHECKING:  # docker-py and requests load only for commands that talk to the engine
     from imgctl.events import Event
+    from imgctl.platforms import Platform
     from imgctl.engine import Engine
     from imgctl.retry import RetryPolicy
     from imgctl.run import ReleaseResult
 
-__all__ = ["new_engine", "load", "plan", "release", "login", "secret_build_args", "private_docker_config"]
+__all__ = ["new_engine", "load", "plan", "release", "login", "history", "secret_build_args", "private_docker_config"]
 
 
 def new_engine(*, push_timeout: float = 300.0) -> Engine:
@@ -128,3 +129,32 @@ def private_docker_config() -> Iterator[Path]:
         else:
             os.environ["DOCKER_CONFIG"] = previous
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def history(engine: Engine, reference: str, platform: Platform | None) -> tuple[list[dict[str, Any]], bool]:
+    """The layers of the local image; with a platform, of the local image if it is that
+    platform's (tried first under its per-platform tag, `TAG-os-arch`), else the registry's.
+    Also whether they came from the registry."""
+    from imgctl.auth import find_credentials
+    from imgctl.dockerfile import split_reference
+    from imgctl.indexes import platform_of
+    from imgctl.registry import RegistryClient
+    from imgctl.remote_history import history_from_registry
+
+    if platform is None:  # the local image, or "no local image": a typo must not go asking Docker Hub
+        return engine.history(reference), False
+    name, at, digest = reference.partition("@")
+    tail = name.rsplit("/", 1)[-1]
+    tagged = ":" in tail
+    local = [reference]
+    if not at:
+        local.insert(0, f"{reference}-{platform.suffix}" if tagged else f"{reference}:latest-{platform.suffix}")
+    for candidate in local:
+        found = engine.inspect(candidate)  # {} if absent, or if the engine does not answer
+        stated = platform_of({"os": found.get("Os"), "architecture": found.get("Architecture"), "variant": found.get("Variant")})
+        if found and stated == platform:
+            return engine.history(candidate), False
+    host, path = split_reference(reference)
+    ref = digest if at else (tail.rsplit(":", 1)[1] if tagged else "latest")
+    client = RegistryClient(host, find_credentials(host, None, None))
+    return history_from_registry(client, path, ref, platform), True

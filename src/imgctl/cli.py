@@ -92,7 +92,7 @@ def schema(
 
 def _options(
     nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig,
-    skip_unchanged: bool = False, builder: str = "classic", platforms: list[str] | None = None,
+    skip_unchanged: bool = False, builder: str = "classic", platforms: list[str] | None = None, stage: str = "all",
 ) -> Options:
     from imgctl.errors import UsageError
     from imgctl.plan import Options
@@ -105,7 +105,7 @@ def _options(
     return Options(
         nightly=nightly, only=tuple(only or ()), with_deps=not no_deps, push=not no_push,
         pull=pull or nightly, no_cache=no_cache or (nightly and not loaded.config.nightly_cache),
-        skip_unchanged=skip_unchanged, builder=builder, platforms=chosen,
+        skip_unchanged=skip_unchanged, builder=builder, platforms=chosen, stage=stage,
     )
 
 
@@ -125,6 +125,7 @@ def plan(
     platform: PlatformOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (schema imgctl.plan/v1).")] = False,
     matrix: Annotated[bool, typer.Option("--matrix", help="Print a GitHub Actions matrix: one entry per group of images that can build apart.")] = False,
+    by_platform: Annotated[bool, typer.Option("--by-platform", help="With --matrix: one entry per platform instead (for `release --platform-job`).")] = False,
 ) -> None:
     """Show the resolved release without touching the engine."""
     from imgctl import api
@@ -136,7 +137,7 @@ def plan(
     if matrix:
         from imgctl.render.plan import plan_matrix
 
-        typer.echo(json.dumps(plan_matrix(resolved)))
+        typer.echo(json.dumps(plan_matrix(resolved, "platform" if by_platform else "group")))
         return
     typer.echo(json.dumps(plan_to_dict(resolved), indent=2) if as_json else plan_text(resolved))
 
@@ -149,6 +150,8 @@ def release(
     only: OnlyOption = None,
     no_deps: NoDepsOption = False,
     platform: PlatformOption = None,
+    platform_job: Annotated[bool, typer.Option("--platform-job", help="One runner's share of a multi-platform release: build and push the --platform images of each multi-platform image under their own tags, and move no tag.")] = False,
+    merge: Annotated[bool, typer.Option("--merge", help="After the platform jobs: build no multi-platform image; assemble each one's index from its platforms in the registry, then move its tags (and release the other images).")] = False,
     no_push: Annotated[bool, typer.Option("--no-push", help="Build and tag only.")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
@@ -179,7 +182,10 @@ def release(
 
     loaded = api.load(config)
     options = _options(nightly, only, no_deps, no_push, pull, no_cache, loaded, skip_unchanged,
-                       builder.value if builder else loaded.config.builder, platform)
+                       builder.value if builder else loaded.config.builder, platform,
+                       "platform-job" if platform_job else "merge" if merge else "all")
+    if platform_job and merge:
+        raise UsageError("--platform-job and --merge are two different jobs: pass one")
     resolved = api.plan(loaded, version=version, options=options)
     warnings = api.secret_build_args(resolved)
     if strict and warnings:
@@ -233,12 +239,22 @@ def _cancel_on_signals():  # type: ignore[no-untyped-def]
 def history(
     name: Annotated[str, typer.Argument(help="An image of the config, or any local image reference.")],
     tag: Annotated[str, typer.Option("--tag", help="With a config image name: which tag.")] = "latest",
+    platform: Annotated[Optional[str], typer.Option(
+        "--platform", help="os/arch[/variant]: that platform's image; read from the registry when it is not local.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Show an image's layers: size, and the instruction that created each one."""
+    """Show an image's layers: size, and the instruction that created each one.
+
+    The local image if there is one (of --platform, if given), else the registry's."""
     from imgctl import api
+    from imgctl.errors import UsageError
+    from imgctl.platforms import Platform, PlatformError
     from imgctl.units import human_bytes
 
+    try:
+        wanted = Platform.parse(platform) if platform else None
+    except PlatformError as exc:
+        raise UsageError(f"--platform: {exc}") from None
     reference = name
     if "/" not in name and ":" not in name:
         try:
@@ -250,9 +266,10 @@ def history(
 
             target = loaded.config.targets()[0]
             reference = f"{full_repository(target.url, target.namespace, name)}:{tag}"
-    layers = api.new_engine().history(reference)
+    layers, remote = api.history(api.new_engine(), reference, wanted)
     total = sum(int(layer.get("Size") or 0) for layer in layers)
-    typer.echo(f"{reference}: {len(layers)} layers, {human_bytes(total)}")
+    where = f" (from the registry{f', {wanted}' if wanted else ''}: compressed sizes)" if remote else ""
+    typer.echo(f"{reference}: {len(layers)} layers, {human_bytes(total)}{where}")
     for layer in layers:
         created_by = " ".join(str(layer.get("CreatedBy") or "").split())
         created_by = created_by.removeprefix("/bin/sh -c #(nop) ").removeprefix("/bin/sh -c ")

@@ -8,6 +8,10 @@ tagged `TAG-os-arch[-variant]` (the engine's own platform also gets the plain ta
 build for a platform finds its base's build for the same platform. The engine pushes tags only,
 never a bare digest: each platform's image goes to the registry under its suffixed tag (of the
 repository's first tag), and the index over them is stored by digest before any tag moves to it.
+
+Across runners (`--platform-job` on each, then `--merge`), those suffixed tags are the record
+each platform job leaves in the registry: the merge job finds every platform there, checks it,
+and assembles the index, with the guarantees of a single run.
 """
 
 from __future__ import annotations
@@ -142,34 +146,25 @@ class MultiPlatform:
 
     # -- publishing ----------------------------------------------------------------------
 
-    def publish(self, image: PlannedImage, in_registry: dict[tuple[str, str, str], str]) -> list[str]:
-        """Push each platform's image and an index per repository; point the immutable tags at
-        it (floating ones move last, with every other image's). Returns the failures."""
+    def publish(
+        self, image: PlannedImage, in_registry: dict[tuple[str, str, str], str], *, how: str = "push",
+    ) -> list[str]:
+        """Put each platform's image in each repository, then an index over them, and point the
+        immutable tags at it (floating ones move last, with every other image's). `how`:
+        "push" the platforms built here; "children" push them and stop (a platform job, whose
+        tags a later --merge moves); "merge" find them in the registry under their own tags
+        (pushed by platform jobs) instead. Returns the failures."""
         result = self.results[image.name]
         failures: list[str] = []
-        for (target, path), tags in repositories(image).items():
-            client = self.registries.client(tags[0])
+        for (_target, path), tags in repositories(image).items():
             try:
-                children = [self._push_platform(image, tags[0], p, r, path) for p, r in zip(image.platforms, result.platforms)]
-                immutable = [t for t in tags if not t.floating]
-                digest = call_with_retries(
-                    lambda: put_index(client, path, children, [t.tag for t in immutable]), policy=self.policy,
-                    on_retry=reporter(self.emit, image.name, f"index {tags[0].repository}"),
-                    cancelled=self.cancelled.is_set, registry=tags[0].host,
-                )
-                in_registry[(image.name, target, path)] = digest  # floating tags are added to it last
-                self.emit(IndexPushed(image=image.name, repository=tags[0].repository, digest=digest, platforms={
-                    str(c.platform): {"digest": c.digest, "size": r.size} for c, r in zip(children, result.platforms)
-                }))
-                for tag in immutable:
-                    call_with_retries(
-                        lambda: verify_index(client, path, tag.tag, digest, list(image.platforms)), policy=self.policy,
-                        on_retry=reporter(self.emit, image.name, f"verify {tag.reference}"),
-                        cancelled=self.cancelled.is_set, registry=tag.host,
-                    )
-                    done = result.tag(tag.reference)
-                    done.status, done.digest, done.verified = "pushed", digest, True
-                    self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
+                if how == "merge":
+                    children = [self._find_platform(image, tags[0], p, r, path) for p, r in zip(image.platforms, result.platforms)]
+                else:
+                    children = [self._push_platform(image, tags[0], p, r, path) for p, r in zip(image.platforms, result.platforms)]
+                if how == "children":
+                    continue
+                self._index(image, tags, children, in_registry)
             except ImgctlError as exc:
                 failures.append(exc.message)
                 for tag in tags:
@@ -177,6 +172,48 @@ class MultiPlatform:
                         failed = result.tag(tag.reference)
                         failed.status, failed.error = "failed", exc.message
         return failures
+
+    def _index(
+        self, image: PlannedImage, tags: list[PlannedTag], children: list[Child], in_registry: dict[tuple[str, str, str], str],
+    ) -> None:
+        result = self.results[image.name]
+        client = self.registries.client(tags[0])
+        path = tags[0].api_path
+        immutable = [t for t in tags if not t.floating]
+        digest = call_with_retries(
+            lambda: put_index(client, path, children, [t.tag for t in immutable]), policy=self.policy,
+            on_retry=reporter(self.emit, image.name, f"index {tags[0].repository}"),
+            cancelled=self.cancelled.is_set, registry=tags[0].host,
+        )
+        in_registry[(image.name, tags[0].target, path)] = digest  # floating tags are added to it last
+        self.emit(IndexPushed(image=image.name, repository=tags[0].repository, digest=digest, platforms={
+            str(c.platform): {"digest": c.digest, "size": r.size} for c, r in zip(children, result.platforms)
+        }))
+        for tag in immutable:
+            call_with_retries(
+                lambda: verify_index(client, path, tag.tag, digest, list(image.platforms)), policy=self.policy,
+                on_retry=reporter(self.emit, image.name, f"verify {tag.reference}"),
+                cancelled=self.cancelled.is_set, registry=tag.host,
+            )
+            done = result.tag(tag.reference)
+            done.status, done.digest, done.verified = "pushed", digest, True
+            self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
+
+    def _find_platform(self, image: PlannedImage, tag: PlannedTag, platform: Platform, into: PlatformResult, path: str) -> Child:
+        """--merge: the platform's image a platform job pushed, found under its own tag."""
+        wanted = platform_tag(tag, platform)
+        client = self.registries.client(tag)
+        digest = call_with_retries(
+            lambda: client.manifest_digest(path, wanted.tag), policy=self.policy,
+            on_retry=reporter(self.emit, image.name, f"check {wanted.reference}"),
+            cancelled=self.cancelled.is_set, registry=tag.host,
+        )
+        if digest is None:
+            raise ImgctlError(f"{platform}: no {wanted.reference} in the registry: its platform job has not pushed it")
+        child = child_of(client, path, digest, platform)
+        into.digest = digest
+        into.size = client.stored_size(path, digest)  # no local build to measure: what the registry stores
+        return child
 
     def _push_platform(self, image: PlannedImage, tag: PlannedTag, platform: Platform, into: PlatformResult, path: str) -> Child:
         pushed = platform_tag(tag, platform)

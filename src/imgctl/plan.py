@@ -41,6 +41,7 @@ class Options:
     skip_unchanged: bool = False
     builder: str = "classic"  # or "buildkit"
     platforms: tuple[Platform, ...] = ()  # --platform: every image's, for this run
+    stage: str = "all"  # or "platform-job" (push platforms, move no tag) or "merge" (build no multi-platform image)
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ def make_plan(
                 depends_on=tuple(d for d in graph[name] if d in selected),
                 inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
                 tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size, bases=bases[name],
-                platforms=options.platforms or parse_list(image.platforms or config.platforms or []),
+                platforms=_platforms_of(parse_list(image.platforms or config.platforms or []), options),
             )
         )
     _check_platforms(images, repos)
@@ -293,6 +294,16 @@ def make_plan(
         config_path=loaded.path,
         facts={"git_sha": facts.git_sha, "branch": facts.branch, "date": facts.date, "created": facts.created},
     )
+
+
+def _platforms_of(own: tuple[Platform, ...], options: Options) -> tuple[Platform, ...]:
+    """--platform replaces an image's platforms, except in a platform job, where it picks the
+    ones of each multi-platform image this job builds, and in the merge job, which builds none."""
+    if options.stage == "platform-job":
+        return tuple(p for p in own if p in options.platforms) if options.platforms else own
+    if options.stage == "merge":
+        return own
+    return options.platforms or own
 
 
 def _check_platforms(images: list[PlannedImage], repos: dict[tuple[str, str], str]) -> None:

@@ -146,6 +146,8 @@ class Publisher:
             return f"held back: {plan.held_back_reason}" if held else "none"
         if not plan.options.push:
             return "not pushed (--no-push)"
+        if plan.options.stage == "platform-job":
+            return "not moved: a platform job (--merge moves every tag)"
         failed = [i for i in result.images if i.status != "released"]
         if result.interrupted or failed:
             why = "release interrupted" if result.interrupted else count_failures(failed)

@@ -18,6 +18,10 @@ class TagResult:
     error: str | None = None
 
 
+# deferred: a platform job leaves a single-platform image to the merge job
+DONE = ("released", "built", "deferred")
+
+
 @dataclass
 class PlatformResult:
     """One platform of a multi-platform image: its build, and its image in the registry."""
@@ -32,7 +36,7 @@ class PlatformResult:
 @dataclass
 class ImageResult:
     name: str
-    status: str = "pending"  # released | built | failed | skipped | interrupted | pending
+    status: str = "pending"  # released | built | deferred | failed | skipped | interrupted | pending
     image_id: str | None = None
     size: int | None = None
     layers: int | None = None
@@ -58,7 +62,7 @@ class ReleaseResult:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(i.status in ("released", "built") for i in self.images)
+        return not self.interrupted and all(i.status in DONE for i in self.images)
 
     @property
     def exit_code(self) -> int:

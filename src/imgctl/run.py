@@ -22,7 +22,7 @@ from imgctl.multiplatform import MultiPlatform, PlatformFailed
 from imgctl.publish import Publisher
 from imgctl.pulls import Pulls
 from imgctl.registries import Registries
-from imgctl.results import ImageResult, ReleaseResult, TagResult
+from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
 from imgctl.reuse import INPUTS_LABEL, Reuse
 from imgctl.slots import BuildSlots
@@ -205,8 +205,7 @@ class Release:
         except BaseException as exc:  # noqa: BLE001 - a worker must always report back
             self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
-            for key in self._keys[image.name]:  # if it ended before asking for its slots
-                self._slots.withdraw(key)
+            self._withdraw(image)  # if it ended before asking for its slots
             self._settled[image.name].set()
             outcome = "done" if ok else "skipped" if self.results[image.name].status == "skipped" else "failed"
             self._finished.put((image.name, outcome))
@@ -227,25 +226,27 @@ class Release:
     def _release_image(self, image: PlannedImage) -> bool:
         result = self.results[image.name]
         options = self.plan.options
+        if options.stage == "platform-job" and not image.platforms:
+            return self._defer(image, "left to the merge job: a platform job builds multi-platform images only")
+        if options.stage == "merge" and image.platforms:  # built and pushed by the platform jobs
+            self._withdraw(image)
+            result.platforms = [PlatformResult(str(p)) for p in image.platforms]
+            return self._push_all(image, time.monotonic())
         if options.pull:
             self._refresh_bases(image)
         self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         inputs = self.reuse.inputs(image) if options.push and not image.platforms else None
         if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs) or self._same_index(image):
-            for key in self._keys[image.name]:  # nothing to build; dependents start once its
-                self._slots.withdraw(key)  # tags are in the registry, to pull from there
+            self._withdraw(image)  # nothing to build; dependents start once its tags are in the registry
             return self._push_all(image, time.monotonic())
         if image.platforms:
             return self._release_platforms(image)
         self._slots.acquire(self._keys[image.name][0])
         self._holding.add(image.name)  # the scheduler takes the slot back at this image's next message
-        if self._stop_reason:
-            result.status, result.error = "skipped", self._stop_reason
-            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+        started = self._start(image)
+        if started is None:
             return False
-        started = time.monotonic()
-        self.emit(ImageStarted(image=image.name))
         try:
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
@@ -291,12 +292,9 @@ class Release:
         """A multi-platform image: its platforms built at once, each in a slot of its own, then
         pushed with an index (multiplatform.py)."""
         result = self.results[image.name]
-        if self._stop_reason:
-            result.status, result.error = "skipped", self._stop_reason
-            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+        started = self._start(image)
+        if started is None:
             return False
-        started = time.monotonic()
-        self.emit(ImageStarted(image=image.name))
         labels = {}
         if self.plan.options.push:  # each platform's config carries its own inputs digest
             for platform in image.platforms:
@@ -321,6 +319,29 @@ class Release:
         self._finished.put((image.name, "built"))  # its dependents may start building now
         return self._push_all(image, started)
 
+    def _start(self, image: PlannedImage) -> float | None:
+        """When the image's build starts; None if the run is stopping (then it is skipped)."""
+        if self._stop_reason:
+            result = self.results[image.name]
+            result.status, result.error = "skipped", self._stop_reason
+            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+            return None
+        self.emit(ImageStarted(image=image.name))
+        return time.monotonic()
+
+    def _withdraw(self, image: PlannedImage) -> None:
+        for key in self._keys[image.name]:
+            self._slots.withdraw(key)
+
+    def _defer(self, image: PlannedImage, why: str) -> bool:
+        self._withdraw(image)
+        result = self.results[image.name]
+        result.status, result.error = "deferred", why
+        for tag in result.tags:
+            tag.status = "held"
+        self.emit(ImageSkipped(image=image.name, reason=why))
+        return True
+
     def _built(self, image: PlannedImage, started: float) -> bool:
         """--no-push: built and tagged locally, and that is all."""
         result = self.results[image.name]
@@ -344,10 +365,11 @@ class Release:
         result.previous_size = self.publisher.stored_size(first) if first else None
         failed = []
         if image.platforms and image.name not in self.reuse.reused:
-            failed = self.platforms.publish(image, self.reuse.in_registry)
+            how = {"platform-job": "children", "merge": "merge"}.get(self.plan.options.stage, "push")
+            failed = self.platforms.publish(image, self.reuse.in_registry, how=how)
         # A multi-platform image's tags point at its index by now; a reused one's are added to the
         # index already in the registry, one PUT each, as a single image's other tags are.
-        for tag in image.immutable_tags:
+        for tag in () if self.plan.options.stage == "platform-job" else image.immutable_tags:
             if result.tag(tag.reference).status != "pending":
                 continue
             if self.cancelled.is_set():
@@ -359,6 +381,9 @@ class Release:
         if failed:
             return self._fail(image.name, "push", "; ".join(dict.fromkeys(failed)))
         result.status = "released"
+        if self.plan.options.stage == "platform-job":  # its platforms are in; --merge moves the tags
+            for tag_result in result.tags:
+                tag_result.status = "held" if tag_result.status == "pending" else tag_result.status
         result.stored_size = self.publisher.stored_size(image.immutable_tags[0]) if image.immutable_tags else None
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, TextIO
 from imgctl import events as ev
 from imgctl.auth import redact
 from imgctl.dockerfile import instructions, logical_lines
+from imgctl.results import DONE
 from imgctl.units import human_bytes
 
 if TYPE_CHECKING:
@@ -393,7 +394,7 @@ _TAG_MARK = {
 
 def step_summary(result: ReleaseResult) -> str:
     """Markdown for the job summary: one table row per image, then held-back floating tags."""
-    done = sum(1 for i in result.images if i.status in ("released", "built"))
+    done = sum(1 for i in result.images if i.status in DONE)
     verdict = "interrupted" if result.interrupted else ("succeeded" if result.ok else "failed")
     lines = [
         f"### imgctl release {verdict}: {done}/{len(result.images)} images done",

@@ -68,12 +68,23 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def plan_matrix(plan: Plan) -> dict[str, Any]:
+def plan_matrix(plan: Plan, by: str = "group") -> dict[str, Any]:
     """`{"include": [{"group": ..., "images": ..., "only": ...}]}` for `strategy.matrix` in a workflow.
 
-    Each entry is a connected part of the dependency graph, so runners never wait on each other;
-    `only` is ready to paste after `imgctl release`.
+    By group, each entry is a connected part of the dependency graph, so runners never wait on
+    each other; `only` is ready to paste after `imgctl release`. By platform, one entry per
+    platform of the multi-platform images (`flags` to paste: `--platform P --platform-job`), to
+    run each on a runner of that architecture; a later job runs `imgctl release --merge`.
     """
+    if by == "platform":
+        platforms = dict.fromkeys(str(p) for image in plan.images for p in image.platforms)
+        return {
+            "include": [
+                {"platform": p, "images": " ".join(i.name for i in plan.images if p in map(str, i.platforms)),
+                 "flags": f"--platform {p} --platform-job"}
+                for p in platforms
+            ]
+        }
     return {
         "include": [
             {"group": group[0], "images": " ".join(group), "only": " ".join(f"--only {name}" for name in group)}

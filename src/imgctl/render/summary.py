@@ -9,7 +9,7 @@ from imgctl.auth import redact
 from imgctl.plan import Plan
 from imgctl.render.logs import log_path
 from imgctl.units import human_bytes
-from imgctl.results import ImageResult, ReleaseResult
+from imgctl.results import DONE, ImageResult, ReleaseResult
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -126,15 +126,19 @@ def _after_table(result: ReleaseResult, log_dir: Path | None) -> list[str]:
             lines.extend(f"    {line}" for line in image.output[-FAILURE_LINES:])
             if log_dir is not None:
                 lines.append(f"    full log: {log_path(log_dir, image.name)}")
-        elif image.error and image.status in ("skipped", "interrupted"):
+        elif image.error and image.status in ("skipped", "interrupted", "deferred"):
             lines.append(f"{image.name} {image.status}: {image.error}")
+        if image.platforms and image.status == "released":
+            lines.append(f"{image.name}: " + ", ".join(
+                f"{p.platform} {p.digest or '-'}" + (f" ({human_bytes(p.size)})" if p.size else "") for p in image.platforms
+            ))
     if result.floating.startswith("held back"):
         lines.append(f"Floating tags (latest, ...) {result.floating}; they still point where they did.")
     if result.retries:
         lines.append(f"Retries used: {result.retries}")
     if log_dir is not None:
         lines.append(f"Build logs: {log_dir}")
-    done = sum(1 for i in result.images if i.status in ("released", "built"))
+    done = sum(1 for i in result.images if i.status in DONE)
     verdict = "interrupted" if result.interrupted else ("succeeded" if result.ok else "FAILED")
     lines.append(f"Release {verdict}: {done}/{len(result.images)} images done.")
     return lines
