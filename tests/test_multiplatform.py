@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,24 @@ def test_across_runners_platform_jobs_then_merge(tmp_path: Path, registry: Regis
         assert registry.manifest_digest(f"{ns}/{name}", "latest") == registry.manifest_digest(f"{ns}/{name}", "2.0.0")
     assert sorted(registry.tags(f"{ns}/tool")) == ["2.0.0", "latest"]
     assert _run_platform(f"{registry.host}/{ns}/app:2.0.0", "linux/arm64", []) == "app on aarch64 for arm64"
+
+
+@pytest.fixture
+def without_arm64_emulation() -> Iterator[None]:
+    """qemu-aarch64 switched off in binfmt_misc for the test (switched on again after)."""
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    entry.write_text("0")
+    try:
+        yield
+    finally:
+        entry.write_text("1")
+
+
+def test_a_missing_emulator_gets_a_hint(tmp_path: Path, registry: RegistryServer, without_arm64_emulation: None, imgctl) -> None:  # type: ignore[no-untyped-def]
+    ns = unique()
+    config = _config(tmp_path, registry.host, ns)
+    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--platform", "linux/arm64", "--no-push", "--output", "json")
+    assert run.code == 1, run.output
+    [failed] = run.of_type("image_failed")
+    assert "exec format error" in "\n".join(failed["output"]) or "exec format error" in failed["error"]
+    assert "the engine cannot run linux/arm64 programs: install QEMU user emulation" in failed["error"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 import warnings
@@ -169,7 +170,9 @@ class Engine:
                             "with imgctl's credentials first")
             if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
                 exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
-            if "exec format error" in exc.message and platform is not None:
+            said = "\n".join([exc.message, *exc.output])
+            if platform is not None and ("exec format error" in said or re.search(r"exec \S+: no such file or directory", said)):
+                # the second is what an emulator registered without the F flag gives in a FROM scratch image
                 exc.hint = (f"the engine cannot run {platform} programs: install QEMU user emulation "
                             "(Debian's qemu-user-static, registered with the F flag; scripts/setup.sh does it, "
                             "as docker/setup-qemu-action does on CI)")
