@@ -79,11 +79,12 @@ class RegistryClient:
         self.auth = RegistryAuth(host, self.base, creds, self.session, timeout=timeout)
         self._manifests: dict[tuple[str, str], Manifest] = {}  # (path, digest): what a digest names never changes
 
-    def check_access(self, paths: list[str]) -> None:
-        """Prove now that the credentials may push to every repository of `paths` (one token
-        request for them all), so that a wrong password fails before anything is built."""
+    def check_access(self, paths: list[str], actions: str = "pull,push") -> None:
+        """Prove now that the credentials may push to (or, with `actions="pull"`, read) every
+        repository of `paths` (one token request for them all), so that a wrong password fails
+        before anything is built or moved."""
         if self.creds is not None:
-            self.auth.check(tuple((path, "pull,push") for path in paths))
+            self.auth.check(tuple((path, actions) for path in paths))
 
     def manifest_digest(self, path: str, reference: str) -> str | None:
         """The digest `path:reference` points at (an index's own, for an index); None if absent."""
@@ -200,23 +201,36 @@ class RegistryClient:
     ) -> requests.Response:
         """The request with the credentials the registry asks for, whatever it answers."""
         scopes: tuple[Scope, ...] = ((path, "pull,push" if push or method == "PUT" else "pull"),)
-        url = f"{self.base}/v2/{path}/{kind}/{reference}"
+        headers = {"Content-Type": content_type} if content_type else {}
+        return self.send(method, f"/v2/{path}/{kind}/{reference}", scopes, headers=headers, data=body)
+
+    def send(
+        self, method: str, url: str, scopes: tuple[Scope, ...], *, headers: dict[str, str] | None = None,
+        data: Any = None, params: dict[str, str] | None = None, stream: bool = False, resend: bool = True,
+    ) -> requests.Response:
+        """One request to `url` (absolute, or a path under the registry's base such as
+        `/v2/ns/app/blobs/uploads/`) with the token for `scopes` (several for a cross-repository
+        mount), whatever the registry answers. With `resend=False` (a body that streams, and so
+        cannot be sent twice) a 401 is returned as it came, not answered by sending again; send
+        something small first so that the registry's challenge is known by then. `stream=True`
+        leaves the response body unread, for the caller to stream and close."""
+        full = url if "://" in url else f"{self.base}{url}"
         renewed = False
         while True:
-            headers = {"Accept": MANIFEST_TYPES}
-            if content_type:
-                headers["Content-Type"] = content_type
+            sending = {"Accept": MANIFEST_TYPES, **(headers or {})}
             sent = self.auth.header(scopes)
             if sent:
-                headers["Authorization"] = sent
+                sending["Authorization"] = sent
             try:
-                response = self.session.request(method, url, headers=headers, data=body, timeout=self.timeout)
+                response = self.session.request(method, full, headers=sending, data=data, params=params,
+                                                timeout=self.timeout, stream=stream)
             except requests.RequestException as exc:
                 raise RegistryError(f"cannot reach registry {self.host}: {reason(exc)}", transient=True) from None
-            if response.status_code != 401 or (sent is not None and renewed):
+            if response.status_code != 401 or (sent is not None and renewed) or not resend:
                 return response
             # No credentials sent yet (the registry says how), or a token it no longer takes:
             # renewed once, after which a 401 is an auth failure.
             renewed = renewed or sent is not None
             if not self.auth.challenged(response, scopes, sent=sent):
                 return response
+            response.close()
