@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique
+from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique, write_base_context, write_config, write_context
 from tests.support.registry import RegistryServer
 
 pytestmark = pytest.mark.engine
@@ -41,22 +42,48 @@ def test_unchanged_images_are_neither_built_nor_pushed(tmp_path: Path, registry:
     assert {e["image"] for e in again.of_type("reused")} == {"base", "app", "tool"}
     assert {t["status"] for row in again.of_type("summary")[0]["images"] for t in row["tags"]} == {"unchanged"}
 
-    # a new version: base's inputs are the same, so its new tags are added in the registry without a
-    # build or a push; app and tool take the version in a build arg, so their inputs changed
+    # a new version with nothing changed: every image is reused, though app and tool name their
+    # base through a build arg holding the version, since the arg counts as the image it names
     bumped = imgctl(*args, "--version", "1.0.1")
     assert bumped.code == 0, bumped.output
-    assert built(bumped) == {"app", "tool"} and pushed(bumped) == {"app", "tool"}
-    for name in ("base",):
+    assert built(bumped) == set() and pushed(bumped) == set(), bumped.stderr[-3000:]
+    assert {e["image"] for e in bumped.of_type("reused")} == {"base", "app", "tool"}
+    for name in ("base", "app", "tool"):
         assert registry.manifest_digest(f"{ns}/{name}", "1.0.1") == registry.manifest_digest(f"{ns}/{name}", "1.0.0")
         assert registry.manifest_digest(f"{ns}/{name}", "latest") == registry.manifest_digest(f"{ns}/{name}", "1.0.0")
 
     # a changed file rebuilds its image and everything built FROM it, not what it is built FROM
     (tmp_path / "app" / "app.txt").write_text("two")
-    changed = imgctl(*args, "--version", "1.0.1")
+    changed = imgctl(*args, "--version", "1.0.2")
     assert changed.code == 0, changed.output
     assert built(changed) == {"app", "tool"}
-    assert registry.manifest_digest(f"{ns}/app", "1.0.1") != registry.manifest_digest(f"{ns}/app", "1.0.0")
-    assert registry.manifest_digest(f"{ns}/tool", "1.0.1") != registry.manifest_digest(f"{ns}/tool", "1.0.0")
+    assert {e["image"] for e in changed.of_type("reused")} == {"base"}
+    assert registry.manifest_digest(f"{ns}/app", "1.0.2") != registry.manifest_digest(f"{ns}/app", "1.0.0")
+    assert registry.manifest_digest(f"{ns}/tool", "1.0.2") != registry.manifest_digest(f"{ns}/tool", "1.0.0")
+
+
+def test_a_changed_external_base_rebuilds(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """A base from outside the config counts as what its registry holds now, not as its name."""
+    ns = unique()
+    external = f"{registry.host}/{ns}/upstream:3"
+
+    def publish_upstream(content: str) -> None:
+        write_base_context(tmp_path / "upstream", f"RUN echo {content} > /upstream\n")
+        subprocess.run(["docker", "build", "-q", "-t", external, str(tmp_path / "upstream")], check=True, capture_output=True)
+        subprocess.run(["docker", "push", "-q", external], check=True, capture_output=True)
+
+    publish_upstream("one")
+    write_context(tmp_path / "app", f"FROM {external}\nRUN echo app > /app\n")
+    config = write_config(tmp_path, {"registry": registry.host, "namespace": ns,
+                                     "images": [{"name": "app", "context": "app", "tags": ["{version}", "latest"]}]})
+    args = ("release", "-c", str(config), "--skip-unchanged", "--output", "json")
+    assert built(imgctl(*args, "--version", "1.0.0")) == {"app"}
+    assert built(imgctl(*args, "--version", "1.0.1")) == set()  # upstream unchanged: reused
+    subprocess.run(["docker", "rmi", external], capture_output=True)  # a fresh runner has no local copy
+    assert built(imgctl(*args, "--version", "1.0.2")) == set()
+    publish_upstream("two")  # upstream moved: rebuilt, FROM the new one
+    moved = imgctl(*args, "--version", "1.0.3", "--pull")
+    assert built(moved) == {"app"}, moved.output
 
 
 def test_nightly_reuses_an_unchanged_graph(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
@@ -93,6 +120,9 @@ def test_retagging_works_on_an_htpasswd_registry(tmp_path: Path, auth_registry: 
     config = write_graph(tmp_path, auth_registry.host, ns, auth={"username_env": "U", "password_env": "P"})
     env = {"U": AUTH_USER, "P": AUTH_PASSWORD}
     assert imgctl("release", "-c", str(config), "--skip-unchanged", "--version", "1.0.0", env=env).code == 0
+    (tmp_path / "app" / "app.txt").write_text("two")  # app changes; base does not
+    subprocess.run(f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep '^{auth_registry.host}/{ns}/base:' "
+                   "| xargs -r docker rmi -f", shell=True, capture_output=True)  # as on a fresh runner
     run = imgctl("release", "-c", str(config), "--skip-unchanged", "--version", "1.1.0", "--output", "json", env=env)
     assert run.code == 0, run.output
     # base is reused (re-tagged in the registry); app and tool build FROM it, pulled with the credentials

@@ -3,6 +3,7 @@ registry it goes to already holds a build of exactly that."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from imgctl.context import inputs_digest
@@ -16,6 +17,7 @@ from imgctl.platforms import Platform
 from imgctl.pulls import Pulls
 from imgctl.multiplatform import platform_tag
 from imgctl.registries import Registries
+from imgctl.registry import RegistryClient
 from imgctl.results import ImageResult, PlatformResult
 
 INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
@@ -34,20 +36,26 @@ class Reuse:
         self.emit = emit
         self.in_registry = in_registry  # (image, registry, repository) -> digest whose inputs match, for the publisher
         self.reused: set[str] = set()
+        self._external: dict[str, str | None] = {}  # an external base -> its digest in the registry, once per run
+        self._lock = threading.Lock()
 
     def inputs(self, image: PlannedImage, platform: Platform | None = None) -> str | None:
         """The digest of everything the build (for `platform`) reads; None when a base image's
         digest is unknown."""
         bases: dict[str, str] = {}
+        resolved: dict[str, str] = {}  # a base as the FROM line names it -> the image it is
         for base in image.bases:
             digest = self._base_digest(base, platform)
             if digest is None:
                 return None
             bases[split_reference(base)[1]] = digest
+            resolved[base] = digest
         # created and version change on every run without changing the image: leave them out, so a
         # reused image keeps the labels of the build it came from.
         labels = {k: v for k, v in image.labels.items() if k not in (OCI + "created", OCI + "version")}
-        facts = {f"arg:{k}": v for k, v in image.build_args.items()}
+        # A build arg naming a base counts as the image it names, not as its text: `base:1.0.1`
+        # is the very image `base:1.0.0` was when base did not change.
+        facts = {f"arg:{k}": f"image {resolved[v]}" if v in resolved else v for k, v in image.build_args.items()}
         facts |= {f"label:{k}": v for k, v in labels.items()} | {"target": image.target or ""}
         if platform is not None:
             facts["platform"] = str(platform)
@@ -149,4 +157,21 @@ class Reuse:
             if any(split_reference(r.reference) == repository for r in result.tags):
                 same = [p for p in result.platforms if p.platform == str(platform)]
                 return same[0].image_id if same else result.image_id
-        return self.engine.local_image_id(base)
+        return self._external_digest(base) or self.engine.local_image_id(base)
+
+    def _external_digest(self, base: str) -> str | None:
+        """What the registry says an external base is now (a fresh CI runner has no local copy,
+        and a local copy may be stale); None when it cannot say."""
+        if "@" in base:
+            return base.partition("@")[2]
+        host, path = split_reference(base)
+        tail = base.rsplit("/", 1)[-1]
+        tag = tail.rsplit(":", 1)[1] if ":" in tail else "latest"
+        with self._lock:
+            if base not in self._external:
+                try:
+                    client = RegistryClient(host, self.registries.creds_for(base))
+                    self._external[base] = client.manifest_digest(path, tag)
+                except ImgctlError:
+                    self._external[base] = None
+            return self._external[base]
