@@ -53,10 +53,17 @@ class Repo:
 @dataclass
 class KnownBlobs:
     """Where each blob is known to be, per registry: a blob copied into one repository this run
-    is mounted, not streamed again, into the next repository of that registry that needs it."""
+    is mounted, not streamed again, into the next repository of that registry that needs it. One
+    copy of a blob into a registry at a time: a second image needing the same layer there waits
+    for the first copy, then mounts it."""
 
     _where: dict[tuple[str, str], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _copying: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+
+    def claim(self, host: str, digest: str) -> threading.Lock:
+        with self._lock:
+            return self._copying.setdefault((host, digest), threading.Lock())
 
     def add(self, repo: Repo, digest: str) -> None:
         with self._lock:
@@ -205,6 +212,11 @@ def copy_blob(source: Repo, destination: Repo, digest: str, size: int, known: Kn
     """Put blob `digest` in `destination`: nothing if it is there, a mount within one registry,
     else a stream from `source`."""
     known = known if known is not None else KnownBlobs()
+    with known.claim(destination.client.host, digest):
+        return _copy_blob(source, destination, digest, size, known)
+
+
+def _copy_blob(source: Repo, destination: Repo, digest: str, size: int, known: KnownBlobs) -> BlobMoved:
     if blob_size(destination, digest) is not None:
         known.add(destination, digest)
         return BlobMoved(digest, size, "present")
