@@ -21,7 +21,8 @@ from imgctl.session import proto, sshagent
 from imgctl.session.grpc import GrpcError, MessageReader, Status, frame, metadata, percent_decode, percent_encode, \
     request_problem, trailers_only
 from imgctl.session.handshake import HandshakeError, read_upgrade, upgrade_request
-from imgctl.session.server import Cancelled, Connection
+from imgctl.session.call import Cancelled
+from imgctl.session.server import Connection
 from imgctl.session.services import check_secrets, credentials_handler, handlers, secrets_handler
 
 # -- protobuf -------------------------------------------------------------------------------------

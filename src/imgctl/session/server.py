@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 
 import h2.config
 import h2.connection
@@ -21,60 +21,13 @@ import h2.events
 import h2.exceptions
 
 from imgctl.session import grpc
+from imgctl.session.call import Call, Cancelled
 from imgctl.session.grpc import GrpcError, Status
 from imgctl.session.services import Handler
 
 log = logging.getLogger(__name__)
 
 IO_TIMEOUT = 30.0  # a write stuck this long means a dead peer; an idle read just loops
-
-
-class Cancelled(Exception):
-    """The call was reset by the peer, or the session ended."""
-
-
-class Call:
-    """One gRPC call on one HTTP/2 stream (services.Call)."""
-
-    def __init__(self, server: Connection, stream_id: int, path: str, metadata: Mapping[str, str]) -> None:
-        self.server, self.stream_id, self.path, self.metadata = server, stream_id, path, metadata
-        self.reader = grpc.MessageReader()
-        self.inbox: deque[bytes] = deque()
-        self.unacked = 0  # DATA bytes received, not yet handed to the handler nor acknowledged
-        self.remote_done = False  # the client sent END_STREAM
-        self.cancelled = False
-        self.finished = False
-        self.headers_sent = False
-        self._on_cancel: list[Callable[[], None]] = []
-
-    def recv(self) -> bytes | None:
-        with self.server.cond:
-            while not self.inbox and not self.remote_done and not self.cancelled:
-                self.server.cond.wait()
-            if self.cancelled:
-                raise Cancelled(self.path)
-            if not self.inbox:
-                return None
-            message = self.inbox.popleft()
-            # Only now is the window opened again: a handler that does not read stops the sender.
-            self.server.acknowledge(self, grpc.PREFIX.size + len(message))
-            return message
-
-    def send(self, message: bytes) -> None:
-        self.server.send_message(self, grpc.frame(message))
-
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        with self.server.cond:
-            if not self.cancelled:
-                self._on_cancel.append(callback)
-                return
-        callback()
-
-    def cancel(self) -> list[Callable[[], None]]:
-        """Mark cancelled (under the lock); the callbacks to run once it is released."""
-        self.cancelled = True
-        callbacks, self._on_cancel = self._on_cancel, []
-        return callbacks
 
 
 class Connection:
