@@ -8,7 +8,6 @@ Output only watches: everything that happens is an event handed to `emit`.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
 from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError
-from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged, Warning
+from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged
 from imgctl.plan import Plan, PlannedImage
 from imgctl.multiplatform import MultiPlatform, PlatformFailed
 from imgctl.publish import Publisher
@@ -25,10 +24,8 @@ from imgctl.registries import Registries
 from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
 from imgctl.reuse import INPUTS_LABEL, Reuse
-from imgctl.slots import BuildSlots
+from imgctl.schedule import Scheduler
 from imgctl.units import human_bytes
-
-PLATFORM_SLOTS = 64  # slot keys per image: one per platform (the config allows at most 32)
 
 __all__ = ["Release", "ReleaseResult", "ImageResult", "TagResult", "default_jobs"]
 
@@ -64,16 +61,6 @@ class Release:
         self.grace_seconds = grace_seconds
         self.environ = environ
         self.cancelled = cancelled or threading.Event()
-        self._slots = BuildSlots(self.jobs)
-        # One build slot per platform of an image; an image's platforms come right after each other.
-        self._keys = {
-            name: [rank * PLATFORM_SLOTS + i for i in range(max(1, len(plan.image(name).platforms)))]
-            for name, rank in plan.build_order().items()
-        }
-        self._holding: set[str] = set()  # images with a build slot, until the scheduler takes it back
-        self._stop_reason: str | None = None  # set by the scheduler: images not yet building give up
-        self._settled = {image.name: threading.Event() for image in plan.images}  # its worker ended, or it was skipped
-        self._finished: queue.Queue[tuple[str, str]] = queue.Queue()  # (image, built | done | failed) for the scheduler
         self._emit_lock = threading.Lock()
         self._emit = emit
         self.results = {
@@ -93,6 +80,10 @@ class Release:
             cancelled=self.cancelled,
         )
         self.platforms = MultiPlatform(plan, engine, self.registries, self.policy, self.emit, self.results, self.cancelled)
+        self.schedule = Scheduler(
+            plan, self.jobs, emit=self.emit, results=self.results, cancelled=self.cancelled,
+            grace_seconds=grace_seconds, fail_fast=fail_fast, fail=self._fail,
+        )
 
     def emit(self, event: Event) -> None:
         with self._emit_lock:
@@ -107,7 +98,7 @@ class Release:
         if self.plan.options.push:
             self.registries.authenticate()
         try:
-            self._run_graph()
+            self.schedule.run(self._release_image)
         except KeyboardInterrupt:  # a second interrupt: stop waiting at once
             self.cancelled.set()
             for image in result.images:
@@ -118,98 +109,6 @@ class Release:
         result.retries = self.policy.used
         return result
 
-    def _run_graph(self) -> None:
-        """Start each image once its dependencies are built; `jobs` builds run at once.
-
-        An image holds a build slot from its build until it is tagged, so its pushes overlap other
-        builds. It pushes only once its dependencies are pushed (see _wait_for_dependencies). When
-        more images are ready than there are slots, the plan's build_order decides. The scheduler
-        takes a slot back only after it has queued the images that the slot's build made ready, so
-        they compete for it.
-
-        On cancellation (SIGINT/SIGTERM set `cancelled`), start nothing new and give running
-        images `grace_seconds` to finish before giving up on them.
-        """
-        waiting = [image.name for image in self.plan.images]
-        state: dict[str, str] = {}
-        running: set[str] = set()
-        stop_reason: str | None = None
-        deadline: float | None = None
-        freed = 0  # slots to take back once the images their builds made ready are queued
-        while True:
-            for name in list(waiting) if stop_reason is None else ():
-                broken = [d for d in self.plan.image(name).depends_on if state.get(d) in ("failed", "skipped")]
-                if broken:
-                    waiting.remove(name)
-                    state[name] = "skipped"
-                    self._skip(name, f"dependency {broken[0]} {state[broken[0]]}")
-            if self.cancelled.is_set() and deadline is None:
-                stop_reason, deadline = "release interrupted", time.monotonic() + self.grace_seconds
-                if running:
-                    self.emit(Warning(message=(
-                        f"interrupted: starting nothing new; waiting up to {self.grace_seconds:.0f}s for "
-                        f"{', '.join(sorted(running))} (interrupt again to stop now)"
-                    )))
-            self._stop_reason = stop_reason
-            if stop_reason is None:
-                ready = [n for n in waiting if all(state.get(d) in ("built", "done") for d in self.plan.image(n).depends_on)]
-                for name in ready:  # all queued before any starts: a started one may ask for a slot at once
-                    for key in self._keys[name]:
-                        self._slots.queue(key)
-                for name in ready:
-                    waiting.remove(name)
-                    state[name] = "running"
-                    running.add(name)
-                    threading.Thread(
-                        target=self._worker, args=(self.plan.image(name),), name=f"imgctl-{name}", daemon=True
-                    ).start()
-            for _ in range(freed):
-                self._slots.release()
-            freed = 0
-            if not running:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                for name in sorted(running):
-                    self._fail(name, "interrupted", "still running when the grace period ended")
-                break
-            try:  # a timeout keeps the loop responsive to cancellation
-                name, outcome = self._finished.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            state[name] = outcome
-            if name in self._holding:  # built, or ended before that
-                self._holding.discard(name)
-                freed += 1
-            if outcome == "built":
-                continue  # still running: it pushes next
-            running.discard(name)
-            if outcome == "failed" and self.fail_fast:
-                stop_reason = "--fail-fast: an image failed"
-        for name in waiting:
-            self._skip(name, stop_reason or "not started")
-
-    def _skip(self, name: str, reason: str) -> None:
-        result = self.results[name]
-        result.status, result.error = "skipped", reason
-        self.emit(ImageSkipped(image=name, reason=reason))
-        self._settled[name].set()
-
-    # -- one image -----------------------------------------------------------------------
-
-    def _worker(self, image: PlannedImage) -> None:
-        ok = False
-        try:
-            ok = self._release_image(image)
-        except ImgctlError as exc:  # e.g. the engine went away between two steps
-            self._fail(image.name, "engine", exc.message)
-        except BaseException as exc:  # noqa: BLE001 - a worker must always report back
-            self._fail(image.name, "internal", f"unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            self._withdraw(image)  # if it ended before asking for its slots
-            self._settled[image.name].set()
-            outcome = "done" if ok else "skipped" if self.results[image.name].status == "skipped" else "failed"
-            self._finished.put((image.name, outcome))
-
     def _wait_for_dependencies(self, image: PlannedImage) -> str | None:
         """Block until every dependency has settled; why this image must not push, if it must not.
 
@@ -218,7 +117,7 @@ class Release:
         it shares with its bases are then mounted from their repositories, not uploaded again.
         """
         for dep in image.depends_on:
-            self._settled[dep].wait()
+            self.schedule.settled(dep).wait()
             if self.results[dep].status != "released":
                 return f"dependency {dep} {self.results[dep].status}"
         return None
@@ -229,7 +128,7 @@ class Release:
         if options.stage == "platform-job" and not image.platforms:
             return self._defer(image, "left to the merge job: a platform job builds multi-platform images only")
         if options.stage == "merge" and image.platforms:  # built and pushed by the platform jobs
-            self._withdraw(image)
+            self.schedule.withdraw(image)
             result.platforms = [PlatformResult(str(p)) for p in image.platforms]
             return self._push_all(image, time.monotonic())
         if options.pull:
@@ -238,12 +137,11 @@ class Release:
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         inputs = self.reuse.inputs(image) if options.push and not image.platforms else None
         if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs) or self._same_index(image):
-            self._withdraw(image)  # nothing to build; dependents start once its tags are in the registry
+            self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
             return self._push_all(image, time.monotonic())
         if image.platforms:
             return self._release_platforms(image)
-        self._slots.acquire(self._keys[image.name][0])
-        self._holding.add(image.name)  # the scheduler takes the slot back at this image's next message
+        self.schedule.slot(image)
         started = self._start(image)
         if started is None:
             return False
@@ -276,7 +174,7 @@ class Release:
             return self._fail(image.name, "tag", exc.message)
         if not options.push:
             return self._built(image, started)
-        self._finished.put((image.name, "built"))  # its dependents may start building now
+        self.schedule.built(image)  # its dependents may start building now
         return self._push_all(image, started)
 
     def _same_index(self, image: PlannedImage) -> bool:
@@ -302,12 +200,8 @@ class Release:
                 if inputs:
                     labels[platform] = {INPUTS_LABEL: inputs}
 
-        def slot(index: int) -> Callable[[], None]:
-            self._slots.acquire(self._keys[image.name][index])
-            return self._slots.release
-
         try:
-            self.platforms.build(image, slot, labels=labels)
+            self.platforms.build(image, lambda index: self.schedule.platform_slot(image, index), labels=labels)
         except PlatformFailed as exc:
             return self._fail(image.name, exc.stage, exc.message, exc.output)
         big = [p for p in result.platforms if image.max_size and p.size and p.size > image.max_size]
@@ -316,25 +210,22 @@ class Release:
                               f"over its max_size of {human_bytes(image.max_size or 0)}")
         if not self.plan.options.push:
             return self._built(image, started)
-        self._finished.put((image.name, "built"))  # its dependents may start building now
+        self.schedule.built(image)  # its dependents may start building now
         return self._push_all(image, started)
 
     def _start(self, image: PlannedImage) -> float | None:
         """When the image's build starts; None if the run is stopping (then it is skipped)."""
-        if self._stop_reason:
+        reason = self.schedule.stop_reason
+        if reason:
             result = self.results[image.name]
-            result.status, result.error = "skipped", self._stop_reason
-            self.emit(ImageSkipped(image=image.name, reason=self._stop_reason))
+            result.status, result.error = "skipped", reason
+            self.emit(ImageSkipped(image=image.name, reason=reason))
             return None
         self.emit(ImageStarted(image=image.name))
         return time.monotonic()
 
-    def _withdraw(self, image: PlannedImage) -> None:
-        for key in self._keys[image.name]:
-            self._slots.withdraw(key)
-
     def _defer(self, image: PlannedImage, why: str) -> bool:
-        self._withdraw(image)
+        self.schedule.withdraw(image)
         result = self.results[image.name]
         result.status, result.error = "deferred", why
         for tag in result.tags:
