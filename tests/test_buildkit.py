@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -173,3 +174,32 @@ def test_a_dockerfile_buildkit_cannot_read_fails_with_its_words(tmp_path: Path, 
     assert [(e["image"], e["stage"]) for e in failed] == [("base", "build")]
     assert "unknown instruction: FROBNICATE" in failed[0]["error"], failed[0]["error"]
     assert "Traceback" not in run.output
+
+
+@pytest.mark.engine
+def test_an_interrupt_cancels_a_running_buildkit_build(tmp_path: Path, registry: RegistryServer, docker_config: Path) -> None:
+    """SIGINT during a long RUN: BuildKit's build is cancelled (/build/cancel), not waited for."""
+    import os
+    import signal
+    import sys
+    import time
+
+    ns = unique()
+    config = chain_config(tmp_path, registry.host, ns, {"slow": 'RUN echo "slow step starts" && sleep 60 && echo "slow step ends"\n'})
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgctl", "release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit",
+         "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "slow step starts" in line:
+            break
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=50)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - interrupted < 30  # a correctness bound: the 60 s step was not waited for
+    assert "context canceled" in stderr and "Traceback" not in stderr
+    assert not re.search(r"^slow \| slow step ends$", stderr, re.M)  # the step's last line never ran
+    assert registry.tags(f"{ns}/slow") == [] and registry.tags(f"{ns}/base") == ["1.0.0"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import warnings
@@ -66,6 +67,8 @@ class Engine:
         self._version: str | None = None  # the API version the first client agreed with the engine
         self._network: str | None = None  # BuildKit's network for RUN steps (see _build_network)
         self._platform: Platform | None = None
+        self._running: set[str] = set()  # buildids of the BuildKit builds under way
+        self._running_lock = threading.Lock()
 
     def _api(self, kind: str) -> docker.APIClient:
         clients = self._local.__dict__.setdefault("clients", {})
@@ -199,6 +202,7 @@ class Engine:
             params["target"] = image.target
         if platform is not None:
             params["platform"] = str(platform)
+        buildid = params["buildid"] = secrets.token_hex(16)
         response = api.post(
             f"{api.base_url}/v{api.api_version}/build", params=params, data=itertools.chain([root_entry(image.context)], context),
             headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,
@@ -211,7 +215,29 @@ class Engine:
             finally:
                 response.close()
             raise BuildFailed(message.strip() or f"the engine answered {response.status_code}")
-        return response.iter_content(chunk_size=None)
+        return self._running_build(buildid, response.iter_content(chunk_size=None))
+
+    def _running_build(self, buildid: str, stream: Iterator[bytes]) -> Iterator[bytes]:
+        """The build's stream, its id kept for cancel_builds while it is read."""
+        with self._running_lock:
+            self._running.add(buildid)
+        try:
+            yield from stream
+        finally:
+            with self._running_lock:
+                self._running.discard(buildid)
+
+    def cancel_builds(self) -> None:
+        """Cancel every BuildKit build under way (SIGINT, SIGTERM): BuildKit stops at once and
+        the build fails, where the classic builder has to be waited for."""
+        with self._running_lock:
+            running = list(self._running)
+        for buildid in running:
+            try:
+                api = self._api("control")
+                api.post(f"{api.base_url}/v{api.api_version}/build/cancel", params={"id": buildid}).close()
+            except (docker.errors.DockerException, requests.RequestException):
+                pass  # the build ends with its stream anyway
 
     def _build_network(self) -> str:
         """BuildKit's RUN steps join the engine's default bridge network, and fail when the engine

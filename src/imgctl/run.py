@@ -82,7 +82,7 @@ class Release:
         self.platforms = MultiPlatform(plan, engine, self.registries, self.policy, self.emit, self.results, self.cancelled)
         self.schedule = Scheduler(
             plan, self.jobs, emit=self.emit, results=self.results, cancelled=self.cancelled,
-            grace_seconds=grace_seconds, fail_fast=fail_fast, fail=self._fail,
+            grace_seconds=grace_seconds, fail_fast=fail_fast, fail=self._fail, on_interrupt=engine.cancel_builds,
         )
 
     def emit(self, event: Event) -> None:

@@ -21,6 +21,7 @@ class Scheduler:
     def __init__(
         self, plan: Plan, jobs: int, *, emit: Callable[[Event], None], results: dict[str, ImageResult],
         cancelled: threading.Event, grace_seconds: float, fail_fast: bool, fail: Callable[[str, str, str], bool],
+        on_interrupt: Callable[[], None] = lambda: None,
     ) -> None:
         self.plan = plan
         self.emit = emit
@@ -29,6 +30,7 @@ class Scheduler:
         self.grace_seconds = grace_seconds
         self.fail_fast = fail_fast
         self._fail = fail
+        self._on_interrupt = on_interrupt  # e.g. cancel the running BuildKit builds rather than wait for them
         self._slots = BuildSlots(jobs)
         # One build slot per platform of an image; an image's platforms come right after each other.
         self._keys = {
@@ -99,6 +101,7 @@ class Scheduler:
                     self._skip(name, f"dependency {broken[0]} {state[broken[0]]}")
             if self.cancelled.is_set() and deadline is None:
                 stop_reason, deadline = "release interrupted", time.monotonic() + self.grace_seconds
+                self._on_interrupt()
                 if running:
                     self.emit(Warning(message=(
                         f"interrupted: starting nothing new; waiting up to {self.grace_seconds:.0f}s for "
