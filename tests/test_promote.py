@@ -207,10 +207,11 @@ def test_a_failing_destination_holds_every_floating_tag(tmp_path: Path, registry
         proxy.add_rule(Rule("PUT", rf"^/v2/{ns}/app/manifests/", "status", count=1000, status=400))
         config = images_config(tmp_path, [staging, {"name": "prod", "url": proxy.host, "namespace": ns}])
         result, events = run_promote(config, env_for(docker_config), from_registry="staging")
-        assert not result.ok and result.exit_code == 1
-        assert result.floating.startswith("held back: 1 image failed"), result.floating
+        why = [(i.name, i.status, i.error) for i in result.images]
+        assert not result.ok and result.exit_code == 1, why
+        assert result.floating.startswith("held back: 1 image failed"), (result.floating, why)
         status = {i.name: i.status for i in result.images}
-        assert status == {"base": "released", "app": "failed"}
+        assert status == {"base": "released", "app": "failed"}, why
         assert prod.tags(f"{ns}/base") == [FINAL]  # its immutable tag moved; `latest` did not
         assert prod.tags(f"{ns}/app") == []
         held = [t for i in result.images for t in i.tags if t.floating]
