@@ -146,7 +146,7 @@ def test_health_keeps_a_session_open_through_a_build_longer_than_its_timeout(bas
         image_id, error, _ = build(session.id, f"FROM {base}\nRUN sleep 12\nRUN --mount=type=secret,id=late,required=true cat /run/secrets/late > /late\n", tag=image)
         assert not error and image_id
         assert session.alive
-        assert session.calls[HEALTH] >= 10, session.calls
+        assert session.calls[HEALTH] >= 2, session.calls  # every second here (v0.8), every 5 s from v0.11
     assert not session.alive
     assert run(image, "cat", "/late") == token.decode()
 

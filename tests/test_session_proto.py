@@ -377,17 +377,18 @@ def test_a_stream_reset_by_the_client_cancels_its_handler() -> None:
 
 
 def test_close_ends_the_session_and_wakes_every_call() -> None:
-    ended = threading.Event()
+    started, ended = threading.Event(), threading.Event()
 
     def waits(call: Any) -> None:
         try:
             call.recv()
+            started.set()
             call.recv()
         except Cancelled:
             ended.set()
 
     client = Client({"/t/Wait": waits})
     client.start("/t/Wait", [b"x"], end=False)
-    client.until(0, lambda evs: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs))
+    assert started.wait(5)
     client.close()
     assert ended.wait(5)
