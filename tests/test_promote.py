@@ -323,3 +323,30 @@ def test_a_100mb_layer_is_streamed_not_held_in_memory(tmp_path: Path, registry: 
         assert prod.manifest_digest(repo, FINAL) == child["digest"]
     # The process holds imgctl and requests (~40 MB here); a copy held whole would add 100 MB.
     assert measured["peak_kb"] < 80 * 1024, measured
+
+
+def test_the_promote_command(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """`imgctl promote` as a user runs it: a dry run, the promotion with its report, a missing source."""
+    config = images_config(tmp_path, [{"name": "main", "url": registry.host, "namespace": unique()}])
+    release(imgctl, config)
+    ns = yaml.safe_load(config.read_text())["registries"][0]["namespace"]
+    rc = {name: registry.manifest_digest(f"{ns}/{name}", RC) for name in ("base", "app")}
+
+    dry = imgctl("promote", "-c", str(config), "--from", RC, "--version", FINAL, "--dry-run")
+    assert dry.code == 0, dry.output
+    assert f"{registry.host}/{ns}/app:1.4" in dry.stdout and registry.tags(f"{ns}/app") == [RC]
+
+    run = imgctl("promote", "-c", str(config), "--from", RC, "--version", FINAL, "--output", "json",
+                 "--report", str(tmp_path / "report.json"))
+    assert run.code == 0, run.output
+    for name, tags in (("base", [FINAL, "latest"]), ("app", [FINAL, "1.4", "latest"])):
+        for tag in tags:
+            assert registry.manifest_digest(f"{ns}/{name}", tag) == rc[name], (name, tag)
+    assert {e["reference"] for e in run.of_type("source_resolved")} == {f"{registry.host}/{ns}/{n}:{RC}" for n in rc}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["promoted_from"] == RC and report["exit_code"] == 0
+
+    missing = imgctl("promote", "-c", str(config), "--from", "9.9.9", "--version", "9.9.10")
+    assert missing.code == 1, missing.output
+    assert "no source image for base" in missing.stderr and "nothing was moved" in missing.stderr
+    assert "Traceback" not in missing.output

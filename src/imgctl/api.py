@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # docker-py and requests load only for commands that talk to 
     from imgctl.retry import RetryPolicy
     from imgctl.run import ReleaseResult
 
-__all__ = ["new_engine", "load", "plan", "release", "login", "history", "secret_build_args", "private_docker_config"]
+__all__ = ["new_engine", "load", "plan", "release", "login", "promote", "history", "secret_build_args", "private_docker_config"]
 
 
 def new_engine(*, push_timeout: float = 300.0) -> Engine:
@@ -80,6 +80,29 @@ def release(
             grace_seconds=grace_seconds, cancelled=cancelled,
         )
         return runner.run()
+
+
+def promote(
+    plan_from: Plan,
+    plan_to: Plan,
+    emit: Callable[[Event], None],
+    *,
+    from_registry: str | None = None,
+    to_registry: tuple[str, ...] = (),
+    lock_timeout: float = 0.0,
+    policy: RetryPolicy | None = None,
+    cancelled: threading.Event | None = None,
+) -> ReleaseResult:
+    """Point `plan_to.version`'s tags at what the release of `plan_from.version` holds, no build
+    (see imgctl.promote). Holds the config's run lock, as a release does: both move floating tags."""
+    from imgctl.promote import promote as run_promotion
+
+    assert plan_to.config_path is not None
+    with run_lock(plan_to.config_path, timeout=lock_timeout):
+        return run_promotion(
+            plan_from, plan_to, emit, from_registry=from_registry, to_registry=to_registry, policy=policy,
+            cancelled=cancelled, insecure=lambda: new_engine().insecure_registries(),
+        )
 
 
 def login(

@@ -218,6 +218,53 @@ def release(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+def promote(
+    from_version: Annotated[str, typer.Option("--from", help="The version released already (e.g. 1.4.0-rc.2): what its tags hold is promoted.")],
+    version: Annotated[str, typer.Option("--version", help="The version to promote to (e.g. 1.4.0): the tags its release would push move.")],
+    config: ConfigOption = None,
+    from_registry: Annotated[Optional[str], typer.Option("--from-registry", help="Copy from this registry (its name in `registries:`, or its host) to the others [default: within each registry].")] = None,
+    to_registry: Annotated[Optional[list[str]], typer.Option("--to-registry", help="Only to this registry (its name or host; repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would move and stop.")] = False,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run of this config.")] = 0.0,
+    retry_window: Annotated[Optional[float], typer.Option("--retry-window", min=0, max=3600, help="Seconds each registry operation retries transient failures for [default: the config's retry.window, 90].", show_default=False)] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write what was promoted, per image, registry and tag, as JSON.")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto, plain or json (one event per line on stdout).")] = Output.auto,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and the summary.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
+) -> None:
+    """Point a version's tags at the images an earlier release pushed (1.4.0-rc.2 -> 1.4.0, 1.4, latest), without building."""
+    from imgctl import api
+    from imgctl.plan import Options
+    from imgctl.promote import plan_promotion, promotion_text
+
+    loaded = api.load(config)
+    plan_from = api.plan(loaded, version=from_version, options=Options())
+    plan_to = api.plan(loaded, version=version, options=Options())
+    targets = tuple(to_registry or ())
+    promotion = plan_promotion(plan_from, plan_to, from_registry=from_registry, to_registry=targets)
+    if dry_run:
+        typer.echo(promotion_text(promotion))
+        return
+    from imgctl.render.select import Screen
+    from imgctl.retry import RetryPolicy
+
+    policy = RetryPolicy(window=loaded.config.retry.window if retry_window is None else retry_window)
+    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=plan_to)
+    cancelled = _cancel_on_signals()
+    with screen.live():
+        result = api.promote(plan_from, plan_to, screen.emit, from_registry=from_registry, to_registry=targets,
+                             lock_timeout=lock_timeout, policy=policy, cancelled=cancelled)
+    screen.finish(result)
+    if report is not None:
+        from imgctl.render.summary import report_dict
+
+        document = report_dict(result, plan_to)
+        document["promoted_from"] = plan_from.version
+        report.write_text(json.dumps(document, indent=2) + "\n")
+    raise typer.Exit(result.exit_code)
+
+
 def _cancel_on_signals():  # type: ignore[no-untyped-def]
     """SIGINT/SIGTERM: the first asks the release to stop cleanly, the second stops at once."""
     import signal

@@ -122,6 +122,25 @@ class IndexPushed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SourceResolved(Event):
+    """What an image is promoted from: the source tag and the digest it holds (found before anything moves)."""
+
+    reference: str
+    digest: str
+    media_type: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlobCopied(Event):
+    """One blob put in a destination repository: `present` (it was there), `mounted` or `streamed`."""
+
+    reference: str  # the destination repository
+    digest: str
+    size: int
+    how: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Reused(Event):
     """--skip-unchanged: the registry holds an image built from the same inputs; no build."""
 

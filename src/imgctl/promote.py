@@ -28,7 +28,8 @@ from imgctl.auth import Credentials, find_credentials
 from imgctl.blobcopy import BlobMoved, KnownBlobs, Repo, copy_manifest, read_manifest
 from imgctl.errors import AuthFailed, ImgctlError, UsageError, VerifyFailed
 from imgctl.events import (
-    Event, FloatingHeld, ImageDone, ImageFailed, ImageStarted, LoggedIn, TagAdded, Unchanged, Verified, Warning,
+    BlobCopied, Event, FloatingHeld, ImageDone, ImageFailed, ImageStarted, LoggedIn, SourceResolved, TagAdded, Unchanged,
+    Verified, Warning,
 )
 from imgctl.indexes import platform_digests
 from imgctl.plan import Plan, PlannedTag, Target
@@ -42,25 +43,6 @@ from imgctl.transport import is_loopback
 T = TypeVar("T")
 Emit = Callable[[Event], None]
 IMAGES_AT_ONCE = 4  # images copied at once; within one repository, requests go one after another
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceResolved(Event):
-    """What an image is promoted from: the source tag and the digest it holds (found before anything moves)."""
-
-    reference: str
-    digest: str
-    media_type: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class BlobCopied(Event):
-    """One blob put in a destination repository: `present` (it was there), `mounted` or `streamed`."""
-
-    reference: str  # the destination repository
-    digest: str
-    size: int
-    how: str
 
 
 class SourceMissing(ImgctlError):
