@@ -20,6 +20,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 # the forward proxy of tests/test_tls_proxy.py; the binary only: the "tinyproxy" package would start a system service
 command -v tinyproxy >/dev/null || need+=(tinyproxy-bin)
+command -v ssh-agent >/dev/null || need+=(openssh-client)  # the BuildKit session tests relay a real agent
 command -v update-ca-certificates >/dev/null || need+=(ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -141,9 +141,9 @@ def test_a_failing_buildkit_step_fails_the_image(tmp_path: Path, registry: Regis
 
 
 @pytest.mark.engine
-def test_a_base_behind_credentials_is_pulled_first(tmp_path: Path, auth_registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
-    """BuildKit pulls a missing base without credentials (it would need a client session): the
-    failure says to use --pull, and --pull fetches the base with the config's credentials."""
+def test_a_base_behind_credentials_comes_through_the_session(tmp_path: Path, auth_registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """BuildKit pulls a missing base itself, asking imgctl's session for the credentials (the
+    config's, from the environment it names); with none to give, the registry's refusal shows."""
     host, ns = auth_registry.host, unique()
     top = {"registry": host, "namespace": ns, "auth": {"username_env": "REG_USER", "password_env": "REG_TOKEN"}}
     env = {"REG_USER": AUTH_USER, "REG_TOKEN": AUTH_PASSWORD}
@@ -151,17 +151,22 @@ def test_a_base_behind_credentials_is_pulled_first(tmp_path: Path, auth_registry
     (tmp_path / "base.yaml").write_text(json.dumps({**top, "images": [{"name": "base", "context": "base"}]}))
     released = imgctl("release", "-c", str(tmp_path / "base.yaml"), "--version", "1.0.0", env=env)
     assert released.code == 0, released.output
-    subprocess.run(["docker", "rmi", "-f", f"{host}/{ns}/base:1.0.0", f"{host}/{ns}/base:latest"], capture_output=True, check=True)
 
+    def forget_base() -> None:
+        subprocess.run(["docker", "rmi", "-f", f"{host}/{ns}/base:1.0.0", f"{host}/{ns}/base:latest"], capture_output=True)
+
+    forget_base()
     write_context(tmp_path / "app", f"FROM {host}/{ns}/base:1.0.0\nRUN echo on-the-pulled-base\n")
-    config = write_config(tmp_path, {**top, "images": [{"name": "app", "context": "app"}]})
-    without = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", env=env)
-    assert without.code == 1, without.output
-    assert "no active sessions" in without.output and "--pull fetches it" in without.output
-    pulled = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--pull", env=env)
-    assert pulled.code == 0, pulled.output
+    config = write_config(tmp_path, {**top, "images": [{"name": "app", "context": "app", "tags": ["{version}"]}]})
+    run = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--no-cache", env=env)
+    assert run.code == 0, run.output
+    assert "on-the-pulled-base" in run.output
     assert auth_registry.manifest_digest(f"{ns}/app", "1.0.0") is not None
-    assert AUTH_PASSWORD not in without.output + pulled.output
+    forget_base()
+    other = write_config(tmp_path, {"registry": host, "namespace": ns, "images": [{"name": "app", "context": "app", "tags": ["{version}"]}]})
+    anonymous = imgctl("release", "-c", str(other), "--version", "1.0.1", "--builder", "buildkit", "--no-cache", "--no-push")
+    assert anonymous.code == 1 and "401 Unauthorized" in anonymous.output, anonymous.output
+    assert AUTH_PASSWORD not in run.output + anonymous.output
 
 
 @pytest.mark.engine

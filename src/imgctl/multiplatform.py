@@ -110,6 +110,7 @@ class MultiPlatform:
             into.image_id = self.engine.build(
                 image, no_cache=options.no_cache, pull=False, emit=emit, extra_labels=labels,
                 builder=options.builder, platform=platform, build_args=args, cache_from=cache_from,
+                credentials=self.registries.creds_for_host,
             )
         except BuildFailed as exc:
             message = f"{platform}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")

@@ -76,9 +76,13 @@ class Registries:
         return RegistryClient(host, creds, insecure=self._insecure)
 
     def creds_for(self, reference: str) -> Credentials | None:
-        """The credentials for pulling `reference`: those of its registry if the config pushes
-        there, else what the docker config holds for it (the same sources, in the same order)."""
-        host = split_reference(reference)[0]
+        """The credentials for pulling `reference` (see creds_for_host)."""
+        return self.creds_for_host(split_reference(reference)[0])
+
+    def creds_for_host(self, host: str) -> Credentials | None:
+        """The credentials for pulling from `host`: those of that registry if the config pushes
+        there, else what the docker config holds for it (the same sources, in the same order).
+        BuildKit's session asks this from its own threads, while builds run."""
         for target in self.plan.targets:
             if target.host == host or (is_docker_hub(target.host) and is_docker_hub(host)):
                 if target.key in self._creds:

@@ -149,6 +149,7 @@ class Release:
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
                 extra_labels={INPUTS_LABEL: inputs} if inputs else None, builder=options.builder,
+                credentials=self.registries.creds_for_host,
             )
         except BuildFailed as exc:
             message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message

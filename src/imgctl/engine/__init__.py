@@ -5,14 +5,11 @@ It turns docker-py's exceptions, and the errors hidden inside its streams, into 
 
 from __future__ import annotations
 
-import itertools
-import json
 import re
-import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -22,7 +19,8 @@ import requests
 from imgctl import dockerconfig
 from imgctl.auth import Credentials
 from imgctl.buildkit import BuildKitStreamParser
-from imgctl.context import build_context, root_entry
+from imgctl.engine.buildkit import BuildKit, CredentialsFor
+from imgctl.context import build_context
 from imgctl.dockerconfig import CredentialHelperError
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
@@ -65,10 +63,8 @@ class Engine:
         self.control_timeout = control_timeout
         self._local = threading.local()
         self._version: str | None = None  # the API version the first client agreed with the engine
-        self._network: str | None = None  # BuildKit's network for RUN steps (see _build_network)
         self._platform: Platform | None = None
-        self._running: set[str] = set()  # buildids of the BuildKit builds under way
-        self._running_lock = threading.Lock()
+        self._buildkit = BuildKit(self._api)
 
     def _api(self, kind: str) -> docker.APIClient:
         clients = self._local.__dict__.setdefault("clients", {})
@@ -125,7 +121,8 @@ class Engine:
     def build(
         self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit, extra_labels: dict[str, str] | None = None,
         builder: str = "classic", platform: Platform | None = None, build_args: dict[str, str] | None = None,
-        cache_from: list[str] | None = None,
+        cache_from: list[str] | None = None, credentials: CredentialsFor = lambda host: None,
+        secrets: Mapping[str, bytes] | None = None, ssh: Mapping[str, str] | None = None,
     ) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build.
         `build_args` replace the image's own (a multi-platform build adds TARGETPLATFORM and friends)."""
@@ -140,7 +137,10 @@ class Engine:
                 fold_labels=not buildkit,
             )
             if buildkit:
-                stream = self._buildkit(context, dockerfile, image, labels, args, platform, no_cache=no_cache, pull=pull)
+                stream = self._buildkit.build(
+                    context, dockerfile, image, labels, args, platform, no_cache=no_cache, pull=pull,
+                    credentials=credentials, secrets=secrets or {}, ssh=ssh or {}, cache_from=cache_from,
+                )
             else:
                 stream = self._api("build").build(
                     fileobj=context, custom_context=True, encoding=None,
@@ -168,9 +168,6 @@ class Engine:
         except BuildFailed as exc:
             if not self._answers():
                 raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {exc.message}") from None
-            if "no active sessions" in exc.message:
-                exc.hint = ("BuildKit cannot pull a base image that needs credentials: --pull fetches it "
-                            "with imgctl's credentials first")
             if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
                 exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
             said = "\n".join([exc.message, *exc.output])
@@ -185,70 +182,9 @@ class Engine:
         emit(BuildDone(image=image.name, image_id=image_id, seconds=time.monotonic() - started))
         return image_id
 
-    def _buildkit(
-        self, context: Iterable[bytes], dockerfile: str, image: PlannedImage, labels: dict[str, str],
-        args: dict[str, str], platform: Platform | None, *, no_cache: bool, pull: bool,
-    ) -> Iterator[bytes]:
-        """The same build through BuildKit (`version=2`), which docker-py's build() does not offer:
-        one request on docker-py's own connection to the engine, the context as its body. BuildKit
-        commits no container per instruction: the labels cost no step."""
-        api = self._api("build")
-        params = {
-            "version": "2", "dockerfile": dockerfile, "buildargs": json.dumps(args),
-            "labels": json.dumps(labels), "nocache": int(no_cache), "pull": int(pull), "rm": 1, "forcerm": 1,
-            "networkmode": self._build_network(),
-        }
-        if image.target:
-            params["target"] = image.target
-        if platform is not None:
-            params["platform"] = str(platform)
-        buildid = params["buildid"] = secrets.token_hex(16)
-        response = api.post(
-            f"{api.base_url}/v{api.api_version}/build", params=params, data=itertools.chain([root_entry(image.context)], context),
-            headers={"Content-Type": "application/x-tar"}, stream=True, timeout=None,
-        )
-        if response.status_code >= 400:  # e.g. a Dockerfile that does not parse
-            try:
-                message = str(response.json().get("message") or response.text)
-            except ValueError:
-                message = response.text
-            finally:
-                response.close()
-            raise BuildFailed(message.strip() or f"the engine answered {response.status_code}")
-        return self._running_build(buildid, response.iter_content(chunk_size=None))
-
-    def _running_build(self, buildid: str, stream: Iterator[bytes]) -> Iterator[bytes]:
-        """The build's stream, its id kept for cancel_builds while it is read."""
-        with self._running_lock:
-            self._running.add(buildid)
-        try:
-            yield from stream
-        finally:
-            with self._running_lock:
-                self._running.discard(buildid)
-
     def cancel_builds(self) -> None:
-        """Cancel every BuildKit build under way (SIGINT, SIGTERM): BuildKit stops at once and
-        the build fails, where the classic builder has to be waited for."""
-        with self._running_lock:
-            running = list(self._running)
-        for buildid in running:
-            try:
-                api = self._api("control")
-                api.post(f"{api.base_url}/v{api.api_version}/build/cancel", params={"id": buildid}).close()
-            except (docker.errors.DockerException, requests.RequestException):
-                pass  # the build ends with its stream anyway
-
-    def _build_network(self) -> str:
-        """BuildKit's RUN steps join the engine's default bridge network, and fail when the engine
-        runs without one (`dockerd --bridge=none`); the classic builder gives them none there."""
-        if self._network is None:
-            try:
-                self._api("control").inspect_network("bridge")
-                self._network = "default"
-            except docker.errors.NotFound:
-                self._network = "none"
-        return self._network
+        """Cancel the BuildKit builds under way (an interrupt): they stop at once."""
+        self._buildkit.cancel()
 
     def tag(self, image_id: str, tag: PlannedTag) -> None:
         try:
