@@ -123,6 +123,10 @@ def test_release_with_buildkit(tmp_path: Path, registry: RegistryServer, imgctl)
     assert labels["io.imgctl.inputs"].startswith("sha256:") and labels["org.opencontainers.image.version"] == "1.0.0"
     listed = subprocess.run(["docker", "run", "--rm", "--network", "none", ref], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(listed) == sorted([".", "..", "Dockerfile", long_name])
+    # built again: BuildKit takes every step from its cache, and the plain output says so per step
+    again = imgctl("release", "-c", str(config), "--version", "1.0.0", "--builder", "buildkit", "--no-push")
+    assert again.code == 0, again.output
+    assert re.search(r"^app \| Step 3/3 : RUN echo built-by-buildkit.*\napp \| CACHED$", again.stderr, re.M), again.stderr
 
 
 @pytest.mark.engine

@@ -154,10 +154,12 @@ class BuildKitStreamParser(BuildParser):
                 self.step = vertex.name
                 events.append(BuildStep(image=self.image, step=int(match.group(1)), total=int(match.group(2)),
                                         instruction=match.group(3)))
+                if vertex.cached:  # as BuildKit's own progress says it: a step taken from the cache is news
+                    events.append(BuildOutput(image=self.image, line="CACHED"))
             else:
                 events.append(BuildOutput(image=self.image, line=vertex.name, internal=True))
-            if vertex.cached:
-                events.append(BuildOutput(image=self.image, line=" ---> Using cache", internal=True))
+                if vertex.cached:
+                    events.append(BuildOutput(image=self.image, line="CACHED", internal=True))
         return events
 
     def _logs(self, logs: list[Log]) -> list[Event]:
