@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -74,9 +75,13 @@ def release(
     from imgctl.run import Release
 
     assert the_plan.config_path is not None
+    engine = engine or new_engine()
+    if the_plan.options.builder == "auto":  # BuildKit where the engine has it
+        options = dataclasses.replace(the_plan.options, builder=engine.builder("auto"))
+        the_plan = dataclasses.replace(the_plan, options=options)
     with run_lock(the_plan.config_path, timeout=lock_timeout):
         runner = Release(
-            the_plan, engine or new_engine(), emit, jobs=jobs, fail_fast=fail_fast, policy=policy,
+            the_plan, engine, emit, jobs=jobs, fail_fast=fail_fast, policy=policy,
             grace_seconds=grace_seconds, cancelled=cancelled,
         )
         return runner.run()

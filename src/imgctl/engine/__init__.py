@@ -93,6 +93,24 @@ class Engine:
             self._platform = Platform.parse(f"{found.get('Os', 'linux')}/{found.get('Arch', 'amd64')}")
         return self._platform
 
+    def builder(self, wanted: str) -> str:
+        """The builder a release uses: `wanted`, or for "auto" BuildKit where the engine has it,
+        as the docker CLI decides: an engine that says its builder is BuildKit, else any engine
+        but a Windows one that speaks API 1.39 (Docker 18.09, BuildKit's session) or later."""
+        if wanted != "auto":
+            return wanted
+        api = self._api("control")
+        try:
+            ping = api.get(f"{api.base_url}/_ping", timeout=self.control_timeout)
+            version = api.version()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise _unavailable(exc) from None
+        if ping.headers.get("Builder-Version") == "2":
+            return "buildkit"
+        os_type = (ping.headers.get("OSType") or str(version.get("Os", ""))).lower()
+        api_version = tuple(int(p) for p in str(version.get("ApiVersion", "0.0")).split(".")[:2] if p.isdigit())
+        return "buildkit" if os_type != "windows" and api_version >= (1, 39) else "classic"
+
     def connect(self) -> str:
         """Check that the engine answers; return its version."""
         try:
