@@ -1,18 +1,19 @@
 """imgctl against the plain shell script the Docker docs teach, on the real engine.
 
-    python bench/run.py [--runs N] [--only a,b,c,d,e]
+    python bench/run.py [--runs N] [--only a,b,c,d,e,g]
 
 Runs imgctl and bench/release.sh alternately on the running Docker engine, pushing to a fresh
 docker-registry on 127.0.0.1 each round, and prints the medians and the imgctl/script ratio of each
 workload. Everything it makes lives in one temp folder and is removed at the end, images included.
 Run it with the venv's python (imgctl and docker-py installed); the engine must be running
-(`bash scripts/setup.sh` starts it).
+(`bash scripts/setup.sh` starts it), except for d and g, which only read configs.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import os
 import platform
 import resource
@@ -224,6 +225,41 @@ def startup(folder: Path, env: dict[str, str], repeat: int) -> None:
             samples[key].append(run(command, env, key))
 
 
+# -- workload g: validate and plan of large configs ------------------------------------------------
+
+MANY = (100, 1_000, 5_000)
+
+
+def write_many(folder: Path, count: int) -> Path:
+    """A config of `count` images in 3 levels: 1 base FROM scratch, a tenth FROM it, the rest FROM those.
+
+    Each image but the base names its base in a build arg (so the planner infers the edge from the
+    FROM line) and has 3 tags; all but the base share one context and Dockerfile.
+    """
+    (folder / "ctx").mkdir(parents=True)
+    (folder / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    (folder / "ctx" / "Dockerfile").write_text("ARG B\nFROM ${B}\nRUN true\n")
+    middle = max(1, (count - 1) // 10)
+    entries = ["  - name: base\n    tags: ['{version}', latest]\n"]
+    for i in range(count - 1):
+        base = "base" if i < middle else f"img{i % middle}"
+        entries.append(f"  - name: img{i}\n    context: ctx\n    build_args: {{B: '{{registry}}/{{namespace}}/{base}:{{version}}'}}\n"
+                       f"    tags: ['{{version}}', '{{major}}.{{minor}}', latest]\n")
+    return write_config(folder / "imgctl.yaml", "127.0.0.1:5000", "big", "".join(entries))
+
+
+def many_images(folder: Path, env: dict[str, str], repeat: int) -> None:
+    """Seconds and peak RSS of `imgctl validate` and `imgctl plan` for each size, in turn."""
+    configs = {count: write_many(folder / f"n{count}", count) for count in MANY}
+    for _ in range(repeat):
+        for count, config in configs.items():
+            for command in ("validate", "plan"):
+                extra = ["--version", VERSION] if command == "plan" else []
+                seconds, rss, _ = peak_rss([IMGCTL, command, "-c", str(config), *extra], env, folder / "stderr.log")
+                samples[f"g {command} {count}"].append(seconds)
+                samples[f"g rss {command} {count}"].append(rss)
+
+
 # -- workload e: memory while a build prints a lot -----------------------------------------------
 
 def memory(folder: Path, host: str, env: dict[str, str]) -> None:
@@ -286,6 +322,12 @@ def report() -> None:
     for key, limit in (("d imgctl --help", 0.25), ("d imgctl validate", 0.5)):
         if median(key) is not None:
             print(f"  {key}: median {median(key):.3f} s -> {'met' if median(key) <= limit else 'missed'} (≤ {limit} s)")
+    for count in MANY:
+        for command in ("validate", "plan"):
+            if median(f"g {command} {count}") is not None:
+                limit = " ≤ 1 s" + (" (met)" if median(f"g {command} {count}") <= 1 else " (missed)") if count == 1_000 else ""
+                print(f"| g. `imgctl {command}`, {count:,} images | {median(f'g {command} {count}'):.3f} s, "
+                      f"{median(f'g rss {command} {count}') / 2**20:.0f} MB | – | – |{limit} |")
     for lines in (100_000, 500_000):
         if median(f"e rss {lines}") is not None:
             print(f"| e. peak RSS, build printing {lines:,} lines | {median(f'e rss {lines}') / 2**20:.0f} MB "
@@ -295,28 +337,32 @@ def report() -> None:
         print(f"  {key}: " + ", ".join(f"{v:.3f}" if v < 1e6 else f"{v / 2**20:.1f}MB" for v in values))
 
 
-def machine() -> None:
+def machine(with_engine: bool = True) -> None:
+    memory_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    print(f"machine: {os.cpu_count()} cores, {memory_kb / 2**20:.1f} GiB, {platform.platform()}")
+    print(f"load average at start: {os.getloadavg()}")
+    if not with_engine:
+        print(f"Python {platform.python_version()}")
+        return
     engine = subprocess.run(["docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"],
                             capture_output=True, text=True).stdout.strip()
     client = subprocess.run(["docker", "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True).stdout.strip()
     registry = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True).stdout.strip()
-    memory_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     import docker
 
-    print(f"machine: {os.cpu_count()} cores, {memory_kb / 2**20:.1f} GiB, {platform.platform()}")
     print(f"engine {engine}, docker CLI {client}, {registry}, docker-py {docker.__version__}, Python {platform.python_version()}")
-    print(f"load average at start: {os.getloadavg()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="a,b,c,d,e", help="workloads to run, e.g. a,b or d")
+    parser.add_argument("--only", default="a,b,c,d,e,g", help="workloads to run, e.g. a,b or d,g")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    engine = bool(only & {"a", "b", "c", "e"})  # d and g only read configs
+    if engine and subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         sys.exit("bench: the Docker engine is not answering (run `bash scripts/setup.sh`)")
-    machine()
+    machine(engine)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))  # still clean up
     work = Path(tempfile.mkdtemp(prefix="imgctl-bench-"))
     (work / "docker-config").mkdir()
@@ -337,7 +383,7 @@ def main() -> None:
             write_release(work / "release", loops)
         if "c" in only:
             write_large(work / "large" / "ctx")
-        with RegistryServer(work / "registry-shared") as shared:
+        with RegistryServer(work / "registry-shared") if only & {"c", "e"} else contextlib.nullcontext() as shared:
             for i in range(args.runs):
                 tools = ["imgctl", "buildkit", "script", "parallel"]
                 for tool in tools[i % 4:] + tools[:i % 4]:  # each goes first, second... in turn
@@ -352,6 +398,8 @@ def main() -> None:
                 print(f"run {i + 1}/{args.runs} done at {time.monotonic() - started:.0f} s", flush=True)
             if "d" in only:
                 startup(work / "startup", env, repeat=max(10, 5 * args.runs))
+            if "g" in only:
+                many_images(work / "many", env, repeat=max(5, args.runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report()

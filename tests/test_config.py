@@ -607,3 +607,84 @@ def test_cli_environment_naming_a_missing_file(
     code, _, err = run_main(["validate"], capsys)
     assert code == 2
     assert "config file not found" in err and "gone.yaml" in err
+
+
+# --- the quick YAML reader against the strict one ---------------------------------------------------
+
+# The quick reader builds the data from libyaml's events with no node tree; whatever it does not take
+# goes to the strict reader (PyYAML's node tree, every check). Both must give the same data.
+SAME_DATA = [
+    VALID,
+    "a: 1\nb: 1.5\nc: 0x1f\nd: 0o17\ne: -3\nf: .inf\ng: ~\nh: null\ni: ''\nj: yes\nk: No\nl: true\n",
+    "when: 2024-05-06\nstamp: 2024-05-06T07:08:09Z\nbin: !!binary aGVsbG8=\nforced: !!str 1.10\nplain: !!int '7'\n",
+    "quoted: '1.10'\ndouble: \"a\\tb\"\nblock: |\n  two\n  lines\nfolded: >\n  one\n  line\nunicode: héllo ✓\n",
+    "base: &b {context: ., tags: [x, y]}\nimages: [*b, *b, {name: z}]\nsame: *b\nscalar: &s text\nagain: *s\n",
+    "nested: [[1, [2, [3, {a: [4]}]]], {}, []]\nempty:\nlist:\n- \n- a\n",
+    "1: int key\n1.5: float key\nnull: null key\n2024-01-02: date key\n",
+    "---\na: 1\n...\n",
+    "!!map {a: !!seq [1, 2]}\n",
+]
+
+
+@pytest.mark.parametrize("text", SAME_DATA)
+def test_quick_yaml_reader_reads_what_the_strict_one_reads(text: str) -> None:
+    from imgctl.yamlload import _read_plain, _read_strict
+
+    assert _read_plain(text) == _read_strict(text, Path("x.yaml"))[0]
+
+
+LEFT_TO_THE_STRICT_READER = [
+    "a: 1\na: 2\n",  # duplicate key
+    "1: a\ntrue: b\n",  # equal keys
+    "? [a]\n: b\n",  # a key that is a list
+    "base: &b {a: 1}\nuse:\n  <<: *b\n",  # merge keys: the strict reader refuses them
+    "a: !!set {x, y}\n",
+    "a: !!omap [x: 1]\n",
+    "a: !custom 1\n",
+    "a: *nowhere\n",
+    "a: &x [*x]\n",  # an alias inside its own anchor
+    "a: &x 1\nb: &x 2\n",  # an anchor defined twice
+    "a: 1\n---\nb: 2\n",  # two documents
+    "# only a comment\n",
+    "a: [1, 2\n",  # a syntax error
+    "a: " + "[" * 65 + "]" * 65 + "\n",  # deeper than MAX_DEPTH
+]
+
+
+@pytest.mark.parametrize("text", LEFT_TO_THE_STRICT_READER)
+def test_quick_yaml_reader_leaves_the_unusual_to_the_strict_one(text: str) -> None:
+    from imgctl.yamlload import _read_plain
+
+    with pytest.raises(Exception):
+        _read_plain(text)
+
+
+def test_quick_yaml_reader_counts_aliases_expanded(tmp_path: Path) -> None:
+    """The alias-bomb limit holds on the quick path too, to the node: MAX_NODES is read, one more is not."""
+    from imgctl.yamlload import MAX_NODES, _read_plain, _read_strict
+
+    def text(fill: int) -> str:
+        return "\n".join([
+            "a: &a [" + ", ".join(["x"] * 99) + "]",  # 100 nodes
+            "b: &b [" + ", ".join(["*a"] * 100) + "]",  # 10,001
+            "c: [" + ", ".join(["*b"] * 18) + "]",  # 180,019
+            "d: [" + ", ".join(["x"] * fill) + "]",  # 1 + fill; with the root and 4 keys, 190,126 + fill in all
+        ]) + "\n"
+
+    at_limit = text(MAX_NODES - 190_126)
+    assert _read_plain(at_limit) == _read_strict(at_limit, tmp_path / "x.yaml")[0]
+    with pytest.raises(Exception):
+        _read_plain(text(MAX_NODES - 190_126 + 1))
+    with pytest.raises(ConfigError, match="expands to more than"):
+        _read_strict(text(MAX_NODES - 190_126 + 1), tmp_path / "x.yaml")
+
+
+def test_errors_of_a_large_valid_yaml_still_name_line_and_column(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Positions are composed only for an error, and then they are right, deep in a long file."""
+    lines = ["namespace: acme", "images:"]
+    for i in range(2000):
+        lines += [f"  - name: i{i}", "    context: app", "    tags: ['{version}', latest]"]
+    lines[2 + 3 * 1500 + 2] = "    tags: ['{version}', 'bad tag']"
+    code, _, err = validate(project, "\n".join(lines) + "\n", capsys)
+    assert code == 2
+    assert f"imgctl.yaml:{3 + 3 * 1500 + 2}:" in err and "images[1500].tags[1]" in err, err

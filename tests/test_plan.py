@@ -262,6 +262,43 @@ def test_levels_of_independent_images() -> None:
     assert plan.levels() == [["a", "b"]]
 
 
+def _first_ready_order(graph: dict[str, list[str]], config_order: list[str]) -> list[str]:
+    """The rule, spelled out: again and again, the first image in config order whose dependencies are placed."""
+    done: list[str] = []
+    placed: set[str] = set()
+    remaining = list(config_order)
+    while remaining:
+        name = next(n for n in remaining if all(d in placed for d in graph[n]))
+        done.append(name)
+        placed.add(name)
+        remaining.remove(name)
+    return done
+
+
+def test_order_and_levels_of_3000_images_listed_in_a_shuffled_order() -> None:
+    """3 levels, the edges of the deepest two only in FROM lines (a build arg names the base), the
+    images listed in random order: dependencies first, otherwise config order, as the rule says."""
+    import random
+
+    names = ["base"] + [f"mid{i}" for i in range(300)] + [f"leaf{i}" for i in range(2699)]
+    base_of = {"base": None, **{f"mid{i}": "base" for i in range(300)}, **{f"leaf{i}": f"mid{i % 300}" for i in range(2699)}}
+    random.Random(7).shuffle(names)
+    images = [
+        image(name, context="shared", **({"build_args": {"BASE": f"{{registry}}/{{namespace}}/{base_of[name]}:{{version}}"}}
+                                       if base_of[name] else {}))
+        for name in names
+    ]
+    read = reader({"shared": "ARG BASE=scratch\nFROM ${BASE}\n"})
+    plan = make_plan(loaded({"images": images}), facts(), Options(), read)
+    order = [i.name for i in plan.images]
+    assert order == _first_ready_order({n: [base_of[n]] if base_of[n] else [] for n in names}, names)
+    assert plan.levels() == [
+        ["base"], [n for n in order if n.startswith("mid")], [n for n in order if n.startswith("leaf")]
+    ]
+    assert all(plan.image(n).depends_on == ((base_of[n],) if base_of[n] else ()) for n in ("base", "mid7", "leaf2698"))
+    assert len(read.read) == 1  # one Dockerfile for 3,000 images, read once  # type: ignore[attr-defined]
+
+
 def test_build_order_puts_the_longest_chain_first() -> None:
     plan = plan_of({"images": [
         image("solo"),

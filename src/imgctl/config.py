@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from imgctl import refs
 from imgctl.errors import ConfigError
 from imgctl.platforms import Platform
 from imgctl.retry import DEFAULT_WINDOW
-from imgctl.yamlload import mark_of, read_yaml
+from imgctl.yamlload import Positions, read_yaml
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SECRET_KEYS = frozenset(
@@ -66,6 +67,8 @@ class AuthConfig(_Model):
     password_env: EnvName = "DOCKERHUB_TOKEN"
 
 
+# Memoized (the check is pure): 1,000 images repeat a handful of templates; a failure is not cached.
+@functools.lru_cache(maxsize=1024)
 def _check_template(value: str) -> str:
     try:
         refs.template_variables(value)
@@ -78,6 +81,7 @@ def _check_template(value: str) -> str:
 Template = Annotated[str, BeforeValidator(_scalar_to_str), Field(min_length=1), AfterValidator(_check_template)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _check_tag(value: str) -> str:
     # Render with stand-in values so that literal text no tag can hold is refused now, not mid-release.
     sample = refs.render(value, dict.fromkeys(refs.TEMPLATE_VARIABLES, "x"))
@@ -277,7 +281,7 @@ def find_config(explicit: Path | None, *, cwd: Path | None = None, environ: dict
 
 def load_config(path: Path) -> LoadedConfig:
     """Read, validate and check a config file; raise ConfigError naming every bad field."""
-    data, root = read_yaml(path)
+    data, positions = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping with at least an `images:` list")
     problems: list[tuple[tuple[int | str, ...], str, bool]] = list(_secret_keys(data))
@@ -289,7 +293,7 @@ def load_config(path: Path) -> LoadedConfig:
         else:
             problems.extend(_semantic_problems(config, path.parent, data))
     if problems:
-        raise ConfigError(_format_problems(path, root, problems))
+        raise ConfigError(_format_problems(path, positions, problems))
     return LoadedConfig(config=config, path=path.resolve())
 
 
@@ -297,25 +301,26 @@ Problem = tuple[tuple[int | str, ...], str, bool]  # (location, message, points 
 
 
 def _secret_keys(data: dict[str, Any]) -> list[Problem]:
-    def walk(value: Any, loc: tuple[int | str, ...]) -> list[Problem]:
-        found: list[Problem] = []
+    def walk(value: dict[Any, Any] | list[Any], loc: tuple[int | str, ...], found: list[Problem]) -> None:
         if isinstance(value, dict):
+            if loc and loc[-1] in ("build_args", "labels"):
+                return  # build args are checked when planning; labels hold no credentials by design
             for key, item in value.items():
-                if loc and loc[-1] in ("build_args", "labels"):
-                    continue  # build args are checked when planning; labels hold no credentials by design
                 if isinstance(key, str) and key.lower() in SECRET_KEYS:
                     found.append(
                         (loc + (key,), "secrets never go in the config file: remove this key and put the NAME of an "
                          "environment variable in auth.password_env (and auth.username_env) instead", True)
                     )
-                else:
-                    found.extend(walk(item, loc + (key,)))
-        elif isinstance(value, list):
+                elif isinstance(item, (dict, list)):  # a scalar holds no key
+                    walk(item, loc + (key,), found)
+        else:
             for index, item in enumerate(value):
-                found.extend(walk(item, loc + (index,)))
-        return found
+                if isinstance(item, (dict, list)):
+                    walk(item, loc + (index,), found)
 
-    return walk(data, ())
+    found: list[Problem] = []
+    walk(data, (), found)
+    return found
 
 
 _FIELDS_BY_MODEL = {
@@ -390,33 +395,46 @@ def _semantic_problems(config: Config, base_dir: Path, data: dict[str, Any]) -> 
             loc: tuple[int | str, ...] = ("registries", target_index) if config.registries else ("registry",)
             problems.append((loc, "Docker Hub needs a `namespace` (your user or organisation)", False))
     names = [image.name for image in config.images]
+    first_index: dict[str, int] = {}
+    for index, name in enumerate(names):
+        first_index.setdefault(name, index)
+    folders: dict[tuple[str, str], tuple[str, str] | None] = {}  # (context, dockerfile): what is wrong, if anything
     for index, image in enumerate(config.images):
         where: tuple[int | str, ...] = ("images", index)
-        if names.index(image.name) != index:
+        if first_index[image.name] != index:
             problems.append((where + ("name",), f"duplicate image name {image.name!r}", False))
         for dep_index, dep in enumerate(image.depends_on):
-            if dep not in names:
+            if dep not in first_index:
                 problems.append((where + ("depends_on", dep_index), f"unknown image {dep!r}; images: {', '.join(dict.fromkeys(names))}", False))
             elif dep == image.name:
                 problems.append((where + ("depends_on", dep_index), "an image cannot depend on itself", False))
         for reg_index, reg in enumerate(image.registries or []):
             if reg not in keys:
                 problems.append((where + ("registries", reg_index), f"unknown registry {reg!r}; registries: {', '.join(keys)}", False))
-        context = base_dir / image.context
-        if not context.exists():
-            problems.append((where + ("context",), f"context folder {image.context!r} does not exist (relative to {base_dir})", False))
-        elif not context.is_dir():
-            problems.append((where + ("context",), f"context {image.context!r} is a file; it must be a folder", False))
-        else:
-            dockerfile = context / image.dockerfile
-            if not dockerfile.is_file():
-                problems.append((where + ("dockerfile",), f"Dockerfile {image.dockerfile!r} not found in context {image.context!r}", False))
+        # Looked at once per folder and file: a thousand images often share one context.
+        if (image.context, image.dockerfile) not in folders:
+            folders[image.context, image.dockerfile] = _context_problem(base_dir, image.context, image.dockerfile)
+        found = folders[image.context, image.dockerfile]
+        if found:
+            problems.append((where + (found[0],), found[1], False))
     # Self-dependencies are reported above; left in, each would also show up as a cycle `a -> a`.
     cycle = find_cycle({image.name: [d for d in image.depends_on if d != image.name] for image in config.images})
     if cycle:
-        index = names.index(cycle[0])
+        index = first_index[cycle[0]]
         problems.append((("images", index, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}", True))
     return problems
+
+
+def _context_problem(base_dir: Path, context_name: str, dockerfile_name: str) -> tuple[str, str] | None:
+    """(field, message) if the context folder or its Dockerfile is not there."""
+    context = base_dir / context_name
+    if not context.exists():
+        return "context", f"context folder {context_name!r} does not exist (relative to {base_dir})"
+    if not context.is_dir():
+        return "context", f"context {context_name!r} is a file; it must be a folder"
+    if not (context / dockerfile_name).is_file():
+        return "dockerfile", f"Dockerfile {dockerfile_name!r} not found in context {context_name!r}"
+    return None
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -445,10 +463,10 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def _format_problems(path: Path, root: Any, problems: list[Problem]) -> str:
+def _format_problems(path: Path, positions: Positions, problems: list[Problem]) -> str:
     lines = [f"{path}: invalid config ({len(problems)} problem{'s' if len(problems) != 1 else ''})"]
     for loc, message, key in problems:
-        mark = mark_of(root, loc, key=key)
+        mark = positions.mark(loc, key=key)
         where = f"{path.name}:{mark[0]}:{mark[1]}: " if mark else ""
         lines.append(f"  {where}{format_loc(loc) or '(top level)'}: {message}")
     return "\n".join(lines)

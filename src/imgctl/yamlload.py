@@ -1,8 +1,9 @@
-"""Read a YAML file strictly: UTF-8 only, no duplicate keys, bounded size, with node positions kept."""
+"""Read a YAML file strictly: UTF-8 only, no duplicate keys, bounded size, with node positions on demand."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,30 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse `path`; return the data and its node tree (for line numbers of later errors)."""
+@dataclass
+class Positions:
+    """Where each value of a document was written, for the messages of errors found after reading.
+
+    The node tree that knows it (PyYAML's, with two marks per node) is composed again only when an
+    error asks for a line: a valid config never pays for it, in time or memory.
+    """
+
+    text: str
+    _root: yaml.Node | None = field(default=None, repr=False)
+
+    def mark(self, loc: tuple[int | str, ...], *, key: bool = False) -> tuple[int, int] | None:
+        """Line and column (1-based) of the value at `loc`; of its key when `key`."""
+        if self._root is None:
+            loader = _StrictLoader(self.text)
+            try:
+                self._root = loader.get_single_node()
+            finally:
+                loader.dispose()
+        return mark_of(self._root, loc, key=key)
+
+
+def read_yaml(path: Path) -> tuple[Any, Positions]:
+    """Parse `path`; return the data and where its values are (for line numbers of later errors)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -60,6 +83,126 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     if not text.strip():
         raise ConfigError(f"{path}: config file is empty", hint="See `imgctl schema` or the README for the format.")
+    try:
+        return _read_plain(text), Positions(text)
+    except Exception:  # anything the quick reader does not take, the strict one reads, or reports, as it always did
+        data, root = _read_strict(text, path)
+        return data, Positions(text, root)
+
+
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_PLAIN_SCALARS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("bool", "float", "int", "null", "timestamp", "binary"))
+_NOTHING: Any = object()
+
+
+class _Unusual(Exception):
+    """Something the quick reader leaves to the strict one: an error, a limit, a rare construct."""
+
+
+def _read_plain(text: str) -> Any:
+    """The data of a plain document, built straight from libyaml's events, with no node tree.
+
+    Plain: one document of mappings, sequences and the standard scalars, at most MAX_DEPTH deep
+    and MAX_NODES with aliases expanded, keys unique and hashable; anything else raises, and
+    `_read_strict` (the spec) decides. Reading a 1,000-image config took 0.2 s through the node
+    tree (an event pass for the depth, composing, constructing) and takes 0.05 s here.
+    """
+    loader = _BaseLoader(text)
+    try:
+        return _build(loader)
+    finally:
+        loader.dispose()
+
+
+def _build(loader: yaml.SafeLoader) -> Any:
+    get = loader.get_event
+    resolve = loader.resolve
+    constructors = loader.yaml_constructors
+    # Local names: this loop runs once per event, 17,000 times for 1,000 images.
+    scalar_event, alias_event, document_end = yaml.ScalarEvent, yaml.AliasEvent, yaml.DocumentEndEvent
+    sequence_start, mapping_start = yaml.SequenceStartEvent, yaml.MappingStartEvent
+    sequence_end, mapping_end = yaml.SequenceEndEvent, yaml.MappingEndEvent
+    scalars: dict[tuple[Any, ...], Any] = {}  # the same text, tag and style read alike: read it once
+    anchors: dict[str, tuple[Any, int | None]] = {}  # value and size with aliases expanded (None while open)
+    if type(get()) is not yaml.StreamStartEvent or type(get()) is not yaml.DocumentStartEvent:
+        raise _Unusual
+    stack: list[list[Any]] = []  # [container, key waiting for its value, anchor, node count at its start]
+    count = 0  # nodes so far, aliases expanded, as _check_size counts them
+    root = _NOTHING
+    while True:
+        event = get()
+        kind = type(event)
+        if kind is scalar_event:
+            ident = (event.value, event.implicit, event.tag)
+            value = scalars.get(ident, _NOTHING)
+            if value is _NOTHING:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+                if tag == _STR:
+                    value = event.value
+                elif tag in _PLAIN_SCALARS:
+                    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+                    value = constructors[tag](loader, node)
+                else:
+                    raise _Unusual
+                scalars[ident] = value
+            count += 1
+            if event.anchor is not None:
+                if event.anchor in anchors:
+                    raise _Unusual
+                anchors[event.anchor] = (value, 1)
+        elif kind is sequence_end or kind is mapping_end:
+            value, _key, anchor, start = stack.pop()
+            if anchor is not None:
+                anchors[anchor] = (value, count - start)
+        elif kind is sequence_start or kind is mapping_start:
+            is_seq = kind is sequence_start
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(yaml.SequenceNode if is_seq else yaml.MappingNode, None, event.implicit)
+            if tag != (_SEQ if is_seq else _MAP) or len(stack) >= MAX_DEPTH:
+                raise _Unusual
+            container: Any = [] if is_seq else {}
+            if event.anchor is not None:
+                if event.anchor in anchors:
+                    raise _Unusual
+                anchors[event.anchor] = (container, None)
+            stack.append([container, _NOTHING, event.anchor, count])
+            count += 1
+            continue
+        elif kind is alias_event:
+            value, size = anchors.get(event.anchor, (None, None))
+            if size is None:  # undefined, or an alias inside its own anchor
+                raise _Unusual
+            count += size
+        elif kind is document_end:
+            break
+        else:
+            raise _Unusual
+        if count > MAX_NODES:
+            raise _Unusual
+        if not stack:
+            root = value
+            continue
+        frame = stack[-1]
+        parent = frame[0]
+        if type(parent) is list:
+            parent.append(value)
+        elif frame[1] is _NOTHING:
+            if not isinstance(value, Hashable) or value in parent:
+                raise _Unusual
+            frame[1] = value
+        else:
+            parent[frame[1]] = value
+            frame[1] = _NOTHING
+    if root is _NOTHING or type(get()) is not yaml.StreamEndEvent:
+        raise _Unusual
+    return root
+
+
+def _read_strict(text: str, path: Path) -> tuple[Any, yaml.Node]:
+    """Every check, through PyYAML's node tree: raises ConfigError with the line and column of the problem."""
     loader = _StrictLoader(text)
     try:
         _check_depth(text)
