@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # docker-py and requests load only for commands that talk to 
     from imgctl.retry import RetryPolicy
     from imgctl.run import ReleaseResult
 
-__all__ = ["new_engine", "load", "plan", "release", "login", "promote", "history", "secret_build_args", "private_docker_config"]
+__all__ = ["new_engine", "load", "plan", "with_builder", "release", "login", "promote", "history", "secret_build_args", "private_docker_config"]
 
 
 def new_engine(*, push_timeout: float = 300.0) -> Engine:
@@ -60,6 +60,14 @@ def secret_build_args(the_plan: Plan) -> list[str]:
     ]
 
 
+def with_builder(the_plan: Plan, engine: Engine) -> Plan:
+    """The plan with its builder decided: "auto" is BuildKit where the engine has it."""
+    if the_plan.options.builder != "auto":
+        return the_plan
+    options = dataclasses.replace(the_plan.options, builder=engine.builder("auto"))
+    return dataclasses.replace(the_plan, options=options)
+
+
 def release(
     the_plan: Plan,
     emit: Callable[[Event], None],
@@ -76,9 +84,7 @@ def release(
 
     assert the_plan.config_path is not None
     engine = engine or new_engine()
-    if the_plan.options.builder == "auto":  # BuildKit where the engine has it
-        options = dataclasses.replace(the_plan.options, builder=engine.builder("auto"))
-        the_plan = dataclasses.replace(the_plan, options=options)
+    the_plan = with_builder(the_plan, engine)
     with run_lock(the_plan.config_path, timeout=lock_timeout):
         runner = Release(
             the_plan, engine, emit, jobs=jobs, fail_fast=fail_fast, policy=policy,

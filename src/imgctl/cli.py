@@ -199,6 +199,8 @@ def release(
 
     policy = RetryPolicy(window=loaded.config.retry.window if retry_window is None else retry_window)
 
+    engine = api.new_engine(push_timeout=push_timeout)
+    resolved = api.with_builder(resolved, engine)  # the GitHub renderer numbers steps as the builder does
     screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved, log_dir=log_dir)
     cancelled = _cancel_on_signals()
     with api.private_docker_config() if private_docker_config else contextlib.nullcontext():
@@ -207,7 +209,7 @@ def release(
                 screen.emit(WarningEvent(message=message))
             result = api.release(
                 resolved, screen.emit, jobs=jobs, fail_fast=fail_fast, lock_timeout=lock_timeout,
-                grace_seconds=stop_timeout, engine=api.new_engine(push_timeout=push_timeout), policy=policy,
+                grace_seconds=stop_timeout, engine=engine, policy=policy,
                 cancelled=cancelled,
             )
     screen.finish(result)
