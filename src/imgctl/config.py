@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError,
+    field_validator, model_validator,
 )
 
 from imgctl import refs
@@ -157,6 +158,25 @@ def _platforms(value: Any) -> Any:
 Platforms = Annotated[list[str], BeforeValidator(_platforms), Field(min_length=1, max_length=32)]
 
 
+class SecretConfig(_Model):
+    """Where a build secret's value is: an environment variable, or a file (relative to the
+    config's folder). Never the value itself."""
+
+    env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN, description="The variable holding the value.")
+    file: str | None = Field(default=None, min_length=1, description="The file holding the value, relative to the config.")
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretConfig:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env (a variable's name) or file (a path): never the value itself")
+        return self
+
+
+SECRET_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# `default`, another id served by $SSH_AUTH_SOCK, or {id: path of an agent's socket}
+SshEntry = Annotated[str, StringConstraints(pattern=SECRET_ID)] | dict[Annotated[str, StringConstraints(pattern=SECRET_ID)], str]
+
+
 class ImageConfig(_Model):
     name: str
     context: str = "."
@@ -173,6 +193,24 @@ class ImageConfig(_Model):
     platforms: Platforms | None = Field(
         default=None, description="Build for these platforms (os/arch[/variant]) and push an image index; replaces the top-level platforms."
     )
+    secrets: dict[Annotated[str, StringConstraints(pattern=SECRET_ID)], SecretConfig] = Field(
+        default_factory=dict, description="Build secrets by id (RUN --mount=type=secret,id=ID): {env: VAR} or {file: PATH}; BuildKit only."
+    )
+    ssh: list[SshEntry] = Field(
+        default_factory=list, description="SSH agents (RUN --mount=type=ssh): default ($SSH_AUTH_SOCK), or {id: agent socket}; BuildKit only."
+    )
+    cache_from: list[Template] = Field(
+        default_factory=list, description="Images whose layers the build may reuse (templates); a missing one is no error."
+    )
+    inline_cache: bool = Field(default=False, description="Embed BuildKit cache metadata in the pushed image, for cache_from.")
+
+    @field_validator("ssh")
+    @classmethod
+    def _one_agent_each(cls, value: list[Any]) -> list[Any]:
+        for entry in value:
+            if isinstance(entry, dict) and len(entry) != 1:
+                raise ValueError("each entry is `default`, an id, or one {id: path of an agent's socket}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -227,8 +265,8 @@ class Config(_Model):
     )
     nightly_cache: bool = Field(default=False, description="Let --nightly builds use the build cache.")
     oci_labels: bool = Field(default=True, description="Add the org.opencontainers.image.* labels.")
-    builder: Literal["classic", "buildkit"] = Field(
-        default="classic", description="The engine's builder: classic (docker-py's) or buildkit; --builder overrides it."
+    builder: Literal["auto", "classic", "buildkit"] = Field(
+        default="auto", description="The engine's builder: auto (BuildKit where the engine has it), classic or buildkit; --builder overrides it."
     )
     retry: Annotated[RetryConfig, BeforeValidator(_retry_mapping)] = Field(default_factory=RetryConfig)
     platforms: Platforms | None = Field(
@@ -305,6 +343,11 @@ def _secret_keys(data: dict[str, Any]) -> list[Problem]:
         if isinstance(value, dict):
             if loc and loc[-1] in ("build_args", "labels"):
                 return  # build args are checked when planning; labels hold no credentials by design
+            if loc and loc[-1] == "secrets":  # keys are the secrets' ids; each names where its value is
+                for key, item in value.items():
+                    if isinstance(item, dict):
+                        walk(item, loc + (key,), found)
+                return
             for key, item in value.items():
                 if isinstance(key, str) and key.lower() in SECRET_KEYS:
                     found.append(
@@ -325,7 +368,7 @@ def _secret_keys(data: dict[str, Any]) -> list[Problem]:
 
 _FIELDS_BY_MODEL = {
     "": Config, "auth": AuthConfig, "images": ImageConfig, "registries": RegistryConfig, "tags": TagSpec,
-    "nightly_tags": TagSpec, "retry": RetryConfig,
+    "nightly_tags": TagSpec, "retry": RetryConfig, "secrets": SecretConfig,
 }
 
 
@@ -363,7 +406,13 @@ def _clean_loc(raw: tuple[int | str, ...]) -> tuple[int | str, ...]:
 
 def _unknown_key_message(loc: tuple[int | str, ...]) -> str:
     key = str(loc[-1])
-    parent = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), "")
+    strings = [str(p) for p in loc[:-1] if isinstance(p, str)]
+    if len(strings) >= 2 and strings[-2] == "secrets":  # images[0].secrets.ID.KEY
+        if key in ("value", "text", "data"):
+            return f"unknown key {key!r}: a secret's value never goes in the config; give {{env: VAR}} or {{file: PATH}}"
+        parent = "secrets"
+    else:
+        parent = strings[-1] if strings else ""
     model = _FIELDS_BY_MODEL.get(parent, Config)
     known = list(model.model_fields)
     close = difflib.get_close_matches(key, known, n=1)

@@ -20,6 +20,7 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
@@ -65,6 +66,7 @@ class MultiPlatform:
         self.emit = emit
         self.results = results
         self.cancelled = cancelled
+        self.secrets: dict[str, dict[str, Any]] = {}  # image -> its build secrets and agents (set by the release)
 
     # -- building ------------------------------------------------------------------------
 
@@ -110,7 +112,7 @@ class MultiPlatform:
             into.image_id = self.engine.build(
                 image, no_cache=options.no_cache, pull=False, emit=emit, extra_labels=labels,
                 builder=options.builder, platform=platform, build_args=args, cache_from=cache_from,
-                credentials=self.registries.creds_for_host,
+                credentials=self.registries.creds_for_host, **self.secrets.get(image.name, {}),
             )
         except BuildFailed as exc:
             message = f"{platform}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")

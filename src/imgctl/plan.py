@@ -16,6 +16,7 @@ from imgctl import refs
 from imgctl.config import Config, LoadedConfig, RegistryConfig, TagSpec, find_cycle, format_loc
 from imgctl.dockerfile import base_images, split_reference
 from imgctl.errors import ConfigError, UsageError
+from imgctl.buildsecrets import AgentSource, SecretSource
 from imgctl.facts import Facts
 from imgctl.platforms import Platform, parse_list
 
@@ -86,6 +87,10 @@ class PlannedImage:
     max_size: int | None = None
     bases: tuple[str, ...] = ()  # the images its FROM lines name, ARGs substituted
     platforms: tuple[Platform, ...] = ()  # none: the engine's own, one image and no index
+    secrets: tuple[SecretSource, ...] = ()  # where each build secret's value is (read when the release starts)
+    ssh: tuple[AgentSource, ...] = ()
+    cache_from: tuple[str, ...] = ()  # images whose layers the build may reuse
+    inline_cache: bool = False  # the pushed image carries BuildKit's cache metadata
 
     @property
     def immutable_tags(self) -> tuple[PlannedTag, ...]:
@@ -243,10 +248,12 @@ def make_plan(
         where = format_loc(("images", index))
         build_args: dict[str, str] = {}
         labels: dict[str, str] = {}
-        if image.build_args or image.labels:
+        cache_from: tuple[str, ...] = ()
+        if image.build_args or image.labels or image.cache_from:
             values, texts = arg_values[image_targets[0].key].of(image.name)
             build_args = {k: _fill(v, values, f"{where}.build_args.{k}", texts) for k, v in image.build_args.items()}
             labels = {k: _fill(v, values, f"{where}.labels.{k}", texts) for k, v in image.labels.items()}
+            cache_from = tuple(_fill(v, values, f"{where}.cache_from[{i}]", texts) for i, v in enumerate(image.cache_from))
         entries: Sequence[str | TagSpec] = config.nightly_tags if options.nightly else image.tags
         field_name = "nightly_tags" if options.nightly else f"{where}.tags"
         tags: list[PlannedTag] = []
@@ -272,7 +279,8 @@ def make_plan(
                     continue  # e.g. "{version}" and "{major}.{minor}.{patch}" render alike
                 references.add(planned.reference)
                 (held if floating and prerelease else tags).append(planned)
-        rendered[image.name] = {"config": image, "build_args": build_args, "labels": labels, "tags": tags, "held": held}
+        rendered[image.name] = {"config": image, "build_args": build_args, "labels": labels, "tags": tags, "held": held,
+                                "cache_from": cache_from}
 
     repos = {
         (t.host if not refs.is_docker_hub(t.host) else "docker.io", t.api_path): name
@@ -317,6 +325,12 @@ def make_plan(
                 inferred_from=tuple(d for d in inferred[name] if d not in image.depends_on),
                 tags=tuple(r["tags"]), held_back=tuple(r["held"]), max_size=image.max_size, bases=bases[name],
                 platforms=_platforms_of(parse_list(image.platforms or config.platforms or []), options),
+                secrets=tuple(
+                    SecretSource(key, env=source.env, file=(loaded.base_dir / source.file).resolve() if source.file else None)
+                    for key, source in image.secrets.items()
+                ),
+                ssh=tuple(_agent(entry, loaded.base_dir) for entry in image.ssh),
+                cache_from=r["cache_from"], inline_cache=image.inline_cache,
             )
         )
     _check_platforms(images, repos)
@@ -328,6 +342,14 @@ def make_plan(
         config_path=loaded.path,
         facts={"git_sha": facts.git_sha, "branch": facts.branch, "date": facts.date, "created": facts.created},
     )
+
+
+def _agent(entry: str | dict[str, str], base_dir: Path) -> AgentSource:
+    """`default` (or another id) served by $SSH_AUTH_SOCK, or {id: path of an agent's socket}."""
+    if isinstance(entry, str):
+        return AgentSource(entry)
+    (key, path), = entry.items()
+    return AgentSource(key, (base_dir / path).resolve())
 
 
 def _platforms_of(own: tuple[Platform, ...], options: Options) -> tuple[Platform, ...]:

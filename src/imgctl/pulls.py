@@ -59,6 +59,16 @@ class Pulls:
                 self._done.add(base)
                 self.pull(image, base, creds_for(base), what="refresh base image")
 
+    def cache(self, image: str, references: list[str], creds_for: Callable[[str], Credentials | None]) -> None:
+        """cache_from for the classic builder, which takes its cache from local images only: each
+        pulled first, once per run; one not there yet (a first release) is no error."""
+        for reference in references:
+            with self._lock:
+                if reference in self._done:
+                    continue
+                self._done.add(reference)
+            self.engine.pull(reference, creds_for(reference))
+
     def pull(self, image: str, reference: str, creds: Credentials | None, *, what: str) -> None:
         host, path = split_reference(reference)
 

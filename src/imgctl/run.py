@@ -11,10 +11,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
-from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError
+from imgctl.buildsecrets import resolve
+from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError, UsageError
 from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged
 from imgctl.plan import Plan, PlannedImage
 from imgctl.multiplatform import MultiPlatform, PlatformFailed
@@ -92,6 +94,8 @@ class Release:
     # -- the whole run -------------------------------------------------------------------
 
     def run(self) -> ReleaseResult:
+        self.secrets = self._build_secrets()  # a missing one is a usage error: nothing has been built
+        self.platforms.secrets = self.secrets
         self.engine.connect()
         self.engine.check_docker_config()
         result = ReleaseResult(images=[self.results[i.name] for i in self.plan.images])
@@ -133,6 +137,8 @@ class Release:
             return self._push_all(image, time.monotonic())
         if options.pull:
             self._refresh_bases(image)
+        if image.cache_from and options.builder == "classic":  # the classic builder uses local images only
+            self.pulls.cache(image.name, list(image.cache_from), self.registries.creds_for)
         self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         inputs = self.reuse.inputs(image) if options.push and not image.platforms else None
@@ -149,7 +155,7 @@ class Release:
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
                 extra_labels={INPUTS_LABEL: inputs} if inputs else None, builder=options.builder,
-                credentials=self.registries.creds_for_host,
+                credentials=self.registries.creds_for_host, **self.secrets.get(image.name, {}),
             )
         except BuildFailed as exc:
             message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
@@ -213,6 +219,21 @@ class Release:
             return self._built(image, started)
         self.schedule.built(image)  # its dependents may start building now
         return self._push_all(image, started)
+
+    def _build_secrets(self) -> dict[str, dict[str, Any]]:
+        """Each image's build secrets and SSH agents, read now (engine.build's keyword arguments)."""
+        found: dict[str, dict[str, Any]] = {}
+        for image in self.plan.images:
+            if not (image.secrets or image.ssh):
+                continue
+            if self.plan.options.builder != "buildkit":
+                raise UsageError(
+                    f"{image.name}: build secrets and SSH agents are served to BuildKit only, and this release builds "
+                    f"with the {self.plan.options.builder} builder", hint="Use --builder buildkit (or builder: auto).",
+                )
+            given = resolve(image.name, image.secrets, image.ssh, self.environ)
+            found[image.name] = {"secrets": given.secrets, "ssh": given.ssh}
+        return found
 
     def _start(self, image: PlannedImage) -> float | None:
         """When the image's build starts; None if the run is stopping (then it is skipped)."""

@@ -155,15 +155,20 @@ class Engine:
                 fold_labels=not buildkit,
             )
             if buildkit:
+                if image.inline_cache:  # the cache metadata goes into the image, for a later cache_from
+                    args = {**args, "BUILDKIT_INLINE_CACHE": "1"}
                 stream = self._buildkit.build(
                     context, dockerfile, image, labels, args, platform, no_cache=no_cache, pull=pull,
-                    credentials=credentials, secrets=secrets or {}, ssh=ssh or {}, cache_from=cache_from,
+                    credentials=credentials, secrets=secrets or {}, ssh=ssh or {},
+                    cache_from=[*(cache_from or []), *image.cache_from],
                 )
             else:
                 stream = self._api("build").build(
                     fileobj=context, custom_context=True, encoding=None,
                     dockerfile=dockerfile, target=image.target,
-                    buildargs=args, labels=labels, platform=str(platform) if platform else None, cache_from=cache_from,
+                    buildargs=args, labels=labels, platform=str(platform) if platform else None,
+                    # several platforms: only each one's own last build (multiplatform.py says why)
+                    cache_from=cache_from if platform is not None else list(image.cache_from) or None,
                     rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
                 )
             for record in _records(stream):
@@ -189,6 +194,10 @@ class Engine:
             if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
                 exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
             said = "\n".join([exc.message, *exc.output])
+            if re.search(r"secret \S+ not found", said):
+                exc.hint = "the Dockerfile requires a secret nobody gives: name it in the image's secrets: ({env: VAR} or {file: PATH})"
+            if "unset ssh forward key" in said:
+                exc.hint = "the Dockerfile mounts an SSH agent nobody gives: name it in the image's ssh: (default, or {id: socket})"
             if platform is not None and ("exec format error" in said or re.search(r"exec \S+: no such file or directory", said)):
                 # the second is what an emulator registered without the F flag gives in a FROM scratch image
                 exc.hint = (f"the engine cannot run {platform} programs: install QEMU user emulation "

@@ -41,6 +41,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "tags": [_tag(t) for t in image.tags],
                 "held_back": [_tag(t) for t in image.held_back],
                 "platforms": [str(p) for p in image.platforms],
+                "secrets": [s.id for s in image.secrets],  # ids only: where a value is, never the value
+                "ssh": [a.id for a in image.ssh],
+                "cache_from": list(image.cache_from),
+                "inline_cache": image.inline_cache,
             }
             for image in plan.images
         ],
@@ -59,6 +63,10 @@ def plan_text(plan: Plan) -> str:
         lines.append(f"   context {image.context}  dockerfile {image.dockerfile}" + (f"  target {image.target}" if image.target else ""))
         if image.platforms:
             lines.append(f"   platforms {', '.join(map(str, image.platforms))} (an image index)")
+        if image.secrets or image.ssh:
+            lines.append("   " + "  ".join([*(f"secret {s.id}" for s in image.secrets), *(f"ssh {a.id}" for a in image.ssh)]))
+        for ref in image.cache_from:
+            lines.append(f"   cache from {ref}")
         for key, value in image.build_args.items():
             lines.append(f"   arg {key}={value}")
         for tag in image.tags:
