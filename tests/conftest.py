@@ -138,12 +138,36 @@ def docker_config(tmp_path: Path) -> Path:
     return folder
 
 
+BUILDERS = ("buildkit", "classic")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "builder(*names): run only under these builders (wording or mechanics of one builder)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every engine test that runs the CLI runs under both builders, unless it says which."""
+    if "imgctl" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("engine") is None:
+        return
+    marker = metafunc.definition.get_closest_marker("builder")
+    metafunc.parametrize("builder", marker.args if marker else BUILDERS, indirect=True)
+
+
 @pytest.fixture
-def imgctl(docker_config: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Run the real CLI in a subprocess, as a user would; returns a Run."""
+def builder(request: pytest.FixtureRequest) -> str | None:
+    """The builder the `imgctl` fixture's runs use ($IMGCTL_BUILDER); None: the default (auto)."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def imgctl(docker_config: Path, tmp_path: Path, builder: str | None):  # type: ignore[no-untyped-def]
+    """Run the real CLI in a subprocess, as a user would; returns a Run. An engine test runs it
+    under each builder (see pytest_generate_tests); `--builder` in the arguments wins."""
 
     def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> Run:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DOCKERHUB_", "IMGCTL_"))}
+        if builder is not None:
+            environ["IMGCTL_BUILDER"] = builder
         environ["DOCKER_CONFIG"] = str(docker_config)
         environ["TMPDIR"] = str(tmp_path)
         environ.update(env or {})

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import unique, write_base_context, write_config, write_context
 from tests.support.registry import RegistryServer
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.builder("buildkit")]  # secrets and SSH are BuildKit's
 
 TOKEN = "npm-Tok3n-" + "9f2c4e1b7a3d"  # a known secret, searched for everywhere
 FILE_SECRET = "file-Secr3t-" + "5e8d1c2a"

@@ -98,6 +98,7 @@ def test_garbage_progress_is_ignored_and_bad_protobuf_refused() -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.builder("buildkit")
 def test_release_with_buildkit(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     """A chain built by BuildKit: pushed, verified, labelled and runnable; COPY sees the context a
     plain build sees (the labels go as build labels, no copy of the Dockerfile, no .dockerignore
@@ -130,6 +131,7 @@ def test_release_with_buildkit(tmp_path: Path, registry: RegistryServer, imgctl)
 
 
 @pytest.mark.engine
+@pytest.mark.builder("buildkit")
 def test_a_failing_buildkit_step_fails_the_image(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     """Chosen by the config's `builder` this time."""
     write_base_context(tmp_path / "base", "RUN echo before-fail && false\n")
@@ -145,6 +147,7 @@ def test_a_failing_buildkit_step_fails_the_image(tmp_path: Path, registry: Regis
 
 
 @pytest.mark.engine
+@pytest.mark.builder("buildkit")
 def test_a_base_behind_credentials_comes_through_the_session(tmp_path: Path, auth_registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     """BuildKit pulls a missing base itself, asking imgctl's session for the credentials (the
     config's, from the environment it names); with none to give, the registry's refusal shows."""
@@ -174,6 +177,7 @@ def test_a_base_behind_credentials_comes_through_the_session(tmp_path: Path, aut
 
 
 @pytest.mark.engine
+@pytest.mark.builder("buildkit")
 def test_a_dockerfile_buildkit_cannot_read_fails_with_its_words(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     write_base_context(tmp_path / "base", "FROBNICATE the-widget\n")
     config = write_config(tmp_path, {"registry": registry.host, "namespace": unique(), "images": [{"name": "base", "context": "base"}]})
@@ -186,6 +190,7 @@ def test_a_dockerfile_buildkit_cannot_read_fails_with_its_words(tmp_path: Path, 
 
 
 @pytest.mark.engine
+@pytest.mark.builder("buildkit")
 def test_an_interrupt_cancels_a_running_buildkit_build(tmp_path: Path, registry: RegistryServer, docker_config: Path) -> None:
     """SIGINT during a long RUN: BuildKit's build is cancelled (/build/cancel), not waited for."""
     import os

@@ -435,6 +435,7 @@ RUN ["/bin/busybox", "false"]
 
 
 @pytest.mark.engine
+@pytest.mark.builder("classic")
 def test_release_on_github_actions_groups_annotates_and_writes_outputs(tmp_path: Path, registry, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base")

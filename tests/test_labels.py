@@ -64,6 +64,7 @@ def _context(folder: Path, dockerfile: str, ignore: str | None) -> Path:
         ("debug.log\n", False),  # neither: a COPY would see a changed .dockerignore, so build labels are used
     ],
 )
+@pytest.mark.builder("classic")
 def test_labels_in_one_step_and_the_context_a_plain_build_sees(
     ignore: str | None, folded: bool, tmp_path: Path, registry: RegistryServer, imgctl
 ) -> None:  # type: ignore[no-untyped-def]
@@ -89,6 +90,7 @@ def test_labels_in_one_step_and_the_context_a_plain_build_sees(
     assert [line for line in history if "COPY dir:" in line] == [line for line in cli if "COPY dir:" in line]
 
 
+@pytest.mark.builder("classic")
 def test_labels_end_the_target_stage_and_keep_the_escape_directive(
     tmp_path: Path, registry: RegistryServer, imgctl
 ) -> None:  # type: ignore[no-untyped-def]

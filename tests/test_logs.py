@@ -27,6 +27,7 @@ CHATTY = 'RUN echo {marker} && for i in $(seq 1 300); do echo "chatty line $i of
 
 
 @pytest.mark.engine
+@pytest.mark.builder("classic")
 def test_log_dir_holds_every_line_of_every_image(tmp_path: Path, registry, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base", CHATTY.format(marker=ns))
@@ -60,6 +61,7 @@ def test_log_dir_holds_every_line_of_every_image(tmp_path: Path, registry, imgct
 
 
 @pytest.mark.engine
+@pytest.mark.builder("classic")
 def test_failed_build_log_and_the_default_folder(tmp_path: Path, registry, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base", f'RUN echo {ns} && echo "about to fail: disk gremlins" && echo "second to last" && exit 3\n')

@@ -35,6 +35,7 @@ def test_max_size_fails_the_image_before_any_push(tmp_path: Path, registry: Regi
     assert refused.code == 2 and "images[0].max_size" in refused.stderr
 
 
+@pytest.mark.builder("classic")
 def test_history_shows_layers_and_the_instruction_that_made_them(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base", 'RUN echo hi > /hello\n')

@@ -94,6 +94,7 @@ def test_two_image_release_is_pushed_verified_and_runs(tmp_path: Path, registry:
     assert out.stdout.strip() == "hello 1.4.2"
 
 
+@pytest.mark.builder("classic")
 def test_plain_output_shows_progress_and_summary(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     config = two_image_config(tmp_path, registry.host, ns)
@@ -108,6 +109,7 @@ def test_plain_output_shows_progress_and_summary(tmp_path: Path, registry: Regis
     assert "\x1b[" not in run.output  # no ANSI codes off a terminal
 
 
+@pytest.mark.builder("classic")
 def test_failing_run_exits_1_shows_output_and_moves_nothing(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
     ns = unique()
     write_base_context(tmp_path / "base", 'RUN echo "about to fail: disk gremlins" && exit 3\n')

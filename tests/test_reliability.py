@@ -22,6 +22,7 @@ EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}  # reproducible labels: a re-run bui
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.builder("classic")
 def test_interrupt_stops_cleanly_and_moves_no_floating_tag(
     signum: signal.Signals, tmp_path: Path, registry: RegistryServer, docker_config: Path
 ) -> None:

@@ -44,6 +44,7 @@ class Output(str, Enum):
 
 
 class Builder(str, Enum):
+    auto = "auto"
     classic = "classic"
     buildkit = "buildkit"
 
@@ -92,7 +93,7 @@ def schema(
 
 def _options(
     nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig,
-    skip_unchanged: bool = False, builder: str = "classic", platforms: list[str] | None = None, stage: str = "all",
+    skip_unchanged: bool = False, builder: str = "auto", platforms: list[str] | None = None, stage: str = "all",
 ) -> Options:
     from imgctl.errors import UsageError
     from imgctl.plan import Options
@@ -156,7 +157,7 @@ def release(
     pull: Annotated[bool, typer.Option("--pull", help="Refresh base images before building.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the build cache.")] = False,
     skip_unchanged: Annotated[bool, typer.Option("--skip-unchanged", help="No build, no push for an image whose registry tags hold the same inputs.")] = False,
-    builder: Annotated[Optional[Builder], typer.Option("--builder", envvar="IMGCTL_BUILDER", help="classic (the builder docker-py drives) or buildkit (faster: no container and commit per instruction) [default: the config's builder, classic].", show_default=False)] = None,
+    builder: Annotated[Optional[Builder], typer.Option("--builder", envvar="IMGCTL_BUILDER", help="auto (BuildKit where the engine has it), classic (the builder docker-py drives) or buildkit (sessions, secrets, SSH; no container and commit per instruction) [default: the config's builder, auto].", show_default=False)] = None,
     jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="Builds at once; pushes overlap them and do not count [default: twice the CPU count, at least 4].")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new image after the first failure.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop.")] = False,

@@ -42,7 +42,7 @@ class Options:
     pull: bool = False
     no_cache: bool = False
     skip_unchanged: bool = False
-    builder: str = "classic"  # or "buildkit"
+    builder: str = "auto"  # "classic" or "buildkit"; auto: BuildKit where the engine has it (decided at the release)
     platforms: tuple[Platform, ...] = ()  # --platform: every image's, for this run
     stage: str = "all"  # or "platform-job" (push platforms, move no tag) or "merge" (build no multi-platform image)
 
