@@ -16,7 +16,9 @@ from imgctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ImgctlError
 
 if TYPE_CHECKING:  # the library is imported lazily, per command, to keep start-up fast
     from imgctl.config import LoadedConfig
-    from imgctl.plan import Options
+    from imgctl.plan import Options, Plan
+    from imgctl.results import ReleaseResult
+    from imgctl.retry import RetryPolicy
 
 app = typer.Typer(
     name="imgctl",
@@ -196,10 +198,8 @@ def release(
         typer.echo(plan_text(resolved))
         return
     from imgctl.render.select import Screen
-    from imgctl.retry import RetryPolicy
 
-    policy = RetryPolicy(window=loaded.config.retry.window if retry_window is None else retry_window)
-
+    policy = _policy(loaded, retry_window)
     engine = api.new_engine(push_timeout=push_timeout)
     resolved = api.with_builder(resolved, engine)  # the GitHub renderer numbers steps as the builder does
     screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=resolved, log_dir=log_dir)
@@ -215,9 +215,7 @@ def release(
             )
     screen.finish(result)
     if report is not None:
-        from imgctl.render.summary import report_dict
-
-        report.write_text(json.dumps(report_dict(result, resolved), indent=2) + "\n")
+        _write_report(report, result, resolved)
     raise typer.Exit(result.exit_code)
 
 
@@ -250,9 +248,8 @@ def promote(
         typer.echo(promotion_text(promotion))
         return
     from imgctl.render.select import Screen
-    from imgctl.retry import RetryPolicy
 
-    policy = RetryPolicy(window=loaded.config.retry.window if retry_window is None else retry_window)
+    policy = _policy(loaded, retry_window)
     screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=plan_to)
     cancelled = _cancel_on_signals()
     with screen.live():
@@ -260,12 +257,20 @@ def promote(
                              lock_timeout=lock_timeout, policy=policy, cancelled=cancelled)
     screen.finish(result)
     if report is not None:
-        from imgctl.render.summary import report_dict
-
-        document = report_dict(result, plan_to)
-        document["promoted_from"] = plan_from.version
-        report.write_text(json.dumps(document, indent=2) + "\n")
+        _write_report(report, result, plan_to, promoted_from=plan_from.version)
     raise typer.Exit(result.exit_code)
+
+
+def _policy(loaded: LoadedConfig, window: float | None) -> RetryPolicy:
+    from imgctl.retry import RetryPolicy
+
+    return RetryPolicy(window=loaded.config.retry.window if window is None else window)
+
+
+def _write_report(path: Path, result: ReleaseResult, plan: Plan, **extra: object) -> None:
+    from imgctl.render.summary import report_dict
+
+    path.write_text(json.dumps({**report_dict(result, plan), **extra}, indent=2) + "\n")
 
 
 def _cancel_on_signals():  # type: ignore[no-untyped-def]

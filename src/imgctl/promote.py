@@ -17,6 +17,7 @@ render it as they render a release.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +35,9 @@ from imgctl.events import (
 from imgctl.indexes import platform_digests
 from imgctl.plan import Plan, PlannedTag, Target
 from imgctl.refs import is_docker_hub
+from imgctl.publish import move_floating
 from imgctl.registry import Manifest, RegistryClient
-from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult, count_failures
+from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.retry_report import reporter
 from imgctl.transport import is_loopback
@@ -53,22 +55,9 @@ class SourceMissing(ImgctlError):
 
 
 @dataclass(frozen=True)
-class Source:
-    target: str
-    host: str
-    repository: str  # host/namespace/name
-    api_path: str
-    tag: str
-
-    @property
-    def reference(self) -> str:
-        return f"{self.repository}:{self.tag}"
-
-
-@dataclass(frozen=True)
 class ImagePromotion:
     name: str
-    source: Source
+    source: PlannedTag  # the tag of the release promoted from (its `floating` is False)
     tags: tuple[PlannedTag, ...]  # immutable first
     held_back: tuple[PlannedTag, ...] = ()
 
@@ -148,7 +137,7 @@ def plan_promotion(
         for key in [k for k in image_targets if k in wanted]:
             origin = source_target.key if source_target is not None else key
             tag = _source_tag(plan_from, image.name, origin)
-            source = Source(tag.target, tag.host, tag.repository, tag.api_path, tag.tag)
+            source = dataclasses.replace(tag, floating=False)
             mine = [t for t in image.tags if t.target == key]  # the source's own tag, if there: unchanged
             held = tuple(t for t in image.held_back if t.target == key)
             existing = next((i for i, p in enumerate(images) if p.name == image.name and p.source == source), None)
@@ -199,7 +188,7 @@ class _Promoter:
         self._insecure: frozenset[str] | None = None
         self._clients: dict[str, RegistryClient] = {}
         self.known = KnownBlobs()
-        self.sources: dict[tuple[str, Source], Manifest] = {}
+        self.sources: dict[tuple[str, PlannedTag], Manifest] = {}
         self.results: dict[str, ImageResult] = {}
         for image in promotion.images:
             result = self.results.setdefault(image.name, ImageResult(image.name))
@@ -373,28 +362,17 @@ class _Promoter:
             self.emit(FloatingHeld(reason=self.promotion.held_back_reason, references=tuple(held)))
         if not floating:
             return f"held back: {self.promotion.held_back_reason}" if held else "none"
-        failed = [i for i in result.images if i.status != "released"]
-        if result.interrupted or failed:
-            why = "promotion interrupted" if result.interrupted else count_failures(failed)
-            for image, tag in floating:
-                self.results[image.name].tag(tag.reference).status = "held"
-            self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
-            return f"held back: {why}"
-        by_repository: dict[str, list[tuple[ImagePromotion, PlannedTag]]] = {}
+        moved = move_floating(floating, result, self.results, self.emit, self._put_floating, what="promotion")
+        if isinstance(moved, str):
+            return moved
         for image, tag in floating:
-            by_repository.setdefault(tag.repository, []).append((image, tag))
-
-        def one_repository(tasks: list[tuple[ImagePromotion, PlannedTag]]) -> list[bool]:
-            return [self.put_tag(image.name, tag, self.sources[image.name, image.source]) for image, tag in tasks]
-
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="imgctl-floating") as pool:
-            outcomes = list(pool.map(one_repository, by_repository.values()))
-        for tasks, oks in zip(by_repository.values(), outcomes):
-            for (image, tag), ok in zip(tasks, oks):
-                if not ok:
-                    self.fail(self.results[image.name], "push", self.results[image.name].tag(tag.reference).error
-                              or f"tagging {tag.reference} failed")
+            if not moved[tag.reference]:
+                self.fail(self.results[image.name], "push", self.results[image.name].tag(tag.reference).error
+                          or f"tagging {tag.reference} failed")
         return "pushed" if result.ok else "partly pushed"
+
+    def _put_floating(self, image: ImagePromotion, tag: PlannedTag) -> bool:
+        return self.put_tag(image.name, tag, self.sources[image.name, image.source])
 
     def run(self) -> ReleaseResult:
         self.connect()
@@ -445,5 +423,5 @@ def promote(
     return promoter.run()
 
 
-__all__ = ["promote", "plan_promotion", "promotion_text", "Promotion", "ImagePromotion", "Source",
+__all__ = ["promote", "plan_promotion", "promotion_text", "Promotion", "ImagePromotion",
            "SourceMissing", "SourceResolved", "BlobCopied"]

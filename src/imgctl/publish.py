@@ -8,7 +8,8 @@ failed, partial or interrupted release never moves them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 from concurrent.futures import ThreadPoolExecutor
 
 from imgctl.engine import Engine
@@ -148,26 +149,9 @@ class Publisher:
             return "not pushed (--no-push)"
         if plan.options.stage == "platform-job":
             return "not moved: a platform job (--merge moves every tag)"
-        failed = [i for i in result.images if i.status != "released"]
-        if result.interrupted or failed:
-            why = "release interrupted" if result.interrupted else count_failures(failed)
-            for image, tag in floating:
-                self.results[image.name].tag(tag.reference).status = "held"
-            self.emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
-            return f"held back: {why}"
-        # Each is a few small requests (the image is in the repository by now: usually a manifest
-        # PUT, no layers), so repositories are served at once: this phase is the release's tail.
-        # Within one repository they go one after another: docker-registry's filesystem storage
-        # rewrites the manifest's revision link on each tag PUT, and a read of it racing that
-        # write gets a 500 ("invalid checksum digest format"), which costs a retry.
-        by_repository: dict[str, list[tuple[PlannedImage, PlannedTag]]] = {}
-        for image, tag in floating:
-            by_repository.setdefault(tag.repository, []).append((image, tag))
-        with ThreadPoolExecutor(max_workers=FLOATING_AT_ONCE, thread_name_prefix="imgctl-floating") as pool:
-            outcomes = pool.map(lambda tasks: [self.push_tag(*task) for task in tasks], by_repository.values())
-            pushed = {
-                tag.reference: ok for tasks, oks in zip(by_repository.values(), outcomes) for (_, tag), ok in zip(tasks, oks)
-            }
+        pushed = move_floating(floating, result, self.results, self.emit, self.push_tag, what="release")
+        if isinstance(pushed, str):
+            return pushed
         for image in plan.images:
             errors = [
                 self.results[image.name].tag(tag.reference).error or f"push of {tag.reference} failed"
@@ -176,3 +160,39 @@ class Publisher:
             if errors:
                 fail(image.name, "push", "; ".join(dict.fromkeys(errors)))
         return "pushed" if result.ok else "partly pushed"
+
+
+Named = TypeVar("Named", bound="HasName")
+
+
+class HasName(Protocol):
+    name: str
+
+
+def move_floating(
+    floating: Sequence[tuple[Named, PlannedTag]], result: ReleaseResult, results: dict[str, ImageResult],
+    emit: Callable[[Event], None], put: Callable[[Named, PlannedTag], bool], *, what: str,
+) -> dict[str, bool] | str:
+    """Floating tags, last: all held if the run was interrupted or an image failed (returns why);
+    else each set with `put` (returns each reference's outcome).
+
+    Each is a few small requests (the image is in the repository by now: usually a manifest
+    PUT, no layers), so repositories are served at once: this phase is the run's tail. Within
+    one repository they go one after another: docker-registry's filesystem storage rewrites the
+    manifest's revision link on each tag PUT, and a read of it racing that write gets a 500
+    ("invalid checksum digest format"), which costs a retry.
+    """
+    failed = [i for i in result.images if i.status != "released"]
+    if result.interrupted or failed:
+        why = f"{what} interrupted" if result.interrupted else count_failures(failed)
+        for image, tag in floating:
+            results[image.name].tag(tag.reference).status = "held"
+        emit(FloatingHeld(reason=why, references=tuple(t.reference for _, t in floating)))
+        return f"held back: {why}"
+    by_repository: dict[str, list[tuple[Named, PlannedTag]]] = {}
+    for image, tag in floating:
+        by_repository.setdefault(tag.repository, []).append((image, tag))
+    with ThreadPoolExecutor(max_workers=FLOATING_AT_ONCE, thread_name_prefix="imgctl-floating") as pool:
+        outcomes = pool.map(lambda tasks: [put(*task) for task in tasks], by_repository.values())
+        return {tag.reference: ok for tasks, oks in zip(by_repository.values(), outcomes) for (_, tag), ok in zip(tasks, oks)}
+
