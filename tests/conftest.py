@@ -146,8 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every engine test that runs the CLI runs under both builders, unless it says which."""
-    if "imgctl" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("engine") is None:
+    """Every engine test that runs the CLI (the `imgctl` fixture, or its own process given the
+    `builder` fixture's $IMGCTL_BUILDER) runs under both builders, unless it says which."""
+    uses = "imgctl" in metafunc.fixturenames or "builder" in metafunc.fixturenames
+    if not uses or metafunc.definition.get_closest_marker("engine") is None:
         return
     marker = metafunc.definition.get_closest_marker("builder")
     metafunc.parametrize("builder", marker.args if marker else BUILDERS, indirect=True)

@@ -171,6 +171,7 @@ SCENARIOS = [pytest.param(5, id="drained"), pytest.param(20, id="killed")]
 @pytest.mark.parametrize("run_seconds", SCENARIOS)
 def test_daemon_restart_mid_release_fails_cleanly_and_rerun_completes(  # type: ignore[no-untyped-def]
     run_seconds: int, tmp_path: Path, registry: RegistryServer, docker_config: Path, imgctl, daemon: Daemon,
+    builder: str | None,
 ) -> None:
     ns = unique()
     config = chain_config(tmp_path, registry.host, ns, {
@@ -182,6 +183,8 @@ def test_daemon_restart_mid_release_fails_cleanly_and_rerun_completes(  # type: 
     args = ["release", "-c", str(config), "--version", "1.0.0"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DOCKERHUB_", "IMGCTL_"))}
     env.update({"DOCKER_CONFIG": str(docker_config), "TMPDIR": str(tmp_path), **EPOCH})
+    if builder:  # the same builder as the re-run's (the imgctl fixture's)
+        env["IMGCTL_BUILDER"] = builder
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgctl", *args, "--report", str(tmp_path / "r1.json")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,

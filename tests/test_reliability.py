@@ -24,13 +24,15 @@ EPOCH = {"SOURCE_DATE_EPOCH": "1767225600"}  # reproducible labels: a re-run bui
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.builder("classic")
 def test_interrupt_stops_cleanly_and_moves_no_floating_tag(
-    signum: signal.Signals, tmp_path: Path, registry: RegistryServer, docker_config: Path
+    signum: signal.Signals, tmp_path: Path, registry: RegistryServer, docker_config: Path, builder: str | None,
 ) -> None:
+    """The classic builder cannot be cancelled: the running step is given its grace period (BuildKit's
+    is cancelled: tests/test_buildkit.py)."""
     ns = unique()
     config = chain_config(tmp_path, registry.host, ns, {
         "slow": 'RUN echo "slow step starts" && sleep 4 && echo "slow step ends"\n', "after": "",
     })
-    env = {**os.environ, "DOCKER_CONFIG": str(docker_config), "TMPDIR": str(tmp_path), **EPOCH}
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config), "TMPDIR": str(tmp_path), **EPOCH, "IMGCTL_BUILDER": str(builder)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgctl", "release", "-c", str(config), "--version", "1.0.0", "--no-cache",
          "--report", str(tmp_path / "report.json")],
