@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from imgctl.events import BuildOutput, BuildParser, BuildStep, Event, last_state
+from imgctl.session.proto import fields  # the same protobuf wire format as the session's
 
 # "[2/3] RUN make", "[stage-1 2/3] COPY . /app", "[internal] load build definition from Dockerfile"
 _STEP = re.compile(r"^\[(?:\S+ )?(\d+)/(\d+)\] (.*)$", re.S)
@@ -39,41 +39,6 @@ class Log:
     msg: bytes
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if i >= len(data) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = data[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one protobuf message: an int for a varint, bytes for anything else."""
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, i = _varint(data, i)
-        elif wire in (1, 2, 5):
-            if wire == 2:
-                size, i = _varint(data, i)
-            else:
-                size = 8 if wire == 1 else 4
-            if i + size > len(data):
-                raise ValueError("truncated field")
-            value, i = data[i:i + size], i + size
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        yield number, value
-
-
 def _text(value: int | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
 
@@ -82,10 +47,10 @@ def decode_status(data: bytes) -> tuple[list[Vertex], list[Log]]:
     """The vertexes and logs of a StatusResponse; raises ValueError on bytes that are not one."""
     vertexes: list[Vertex] = []
     logs: list[Log] = []
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number == 1 and isinstance(value, bytes):  # Vertex
             vertex = Vertex(digest="")
-            for n, v in _fields(value):
+            for n, v in fields(value):
                 if n == 1:
                     vertex.digest = _text(v)
                 elif n == 3:
@@ -101,7 +66,7 @@ def decode_status(data: bytes) -> tuple[list[Vertex], list[Log]]:
             vertexes.append(vertex)
         elif number == 3 and isinstance(value, bytes):  # VertexLog
             log = Log(vertex="", msg=b"")
-            for n, v in _fields(value):
+            for n, v in fields(value):
                 if n == 1:
                     log.vertex = _text(v)
                 elif n == 4 and isinstance(v, bytes):

@@ -72,8 +72,22 @@ class PlannedTag:
         return f"{self.repository}:{self.tag}"
 
 
+class TagKinds:
+    """The immutable and the floating ones of an image's `tags` (for a release or a promotion)."""
+
+    tags: tuple[PlannedTag, ...]
+
+    @property
+    def immutable_tags(self) -> tuple[PlannedTag, ...]:
+        return tuple(t for t in self.tags if not t.floating)
+
+    @property
+    def floating_tags(self) -> tuple[PlannedTag, ...]:
+        return tuple(t for t in self.tags if t.floating)
+
+
 @dataclass(frozen=True)
-class PlannedImage:
+class PlannedImage(TagKinds):
     name: str
     context: Path
     dockerfile: str
@@ -91,14 +105,6 @@ class PlannedImage:
     ssh: tuple[AgentSource, ...] = ()
     cache_from: tuple[str, ...] = ()  # images whose layers the build may reuse
     inline_cache: bool = False  # the pushed image carries BuildKit's cache metadata
-
-    @property
-    def immutable_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if not t.floating)
-
-    @property
-    def floating_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if t.floating)
 
 
 @dataclass(frozen=True)

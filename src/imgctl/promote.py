@@ -33,7 +33,7 @@ from imgctl.events import (
     Verified, Warning,
 )
 from imgctl.indexes import platform_digests
-from imgctl.plan import Plan, PlannedTag, Target
+from imgctl.plan import Plan, PlannedTag, TagKinds, Target
 from imgctl.refs import is_docker_hub
 from imgctl.publish import move_floating
 from imgctl.registry import Manifest, RegistryClient
@@ -55,19 +55,11 @@ class SourceMissing(ImgctlError):
 
 
 @dataclass(frozen=True)
-class ImagePromotion:
+class ImagePromotion(TagKinds):
     name: str
     source: PlannedTag  # the tag of the release promoted from (its `floating` is False)
     tags: tuple[PlannedTag, ...]  # immutable first
     held_back: tuple[PlannedTag, ...] = ()
-
-    @property
-    def immutable_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if not t.floating)
-
-    @property
-    def floating_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if t.floating)
 
 
 @dataclass(frozen=True)
