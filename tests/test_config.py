@@ -270,6 +270,26 @@ BROKEN = [
         id="two-documents",
     ),
     pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    secrets:\n      tok: {value: hunter2}\n",
+        ["imgctl.yaml:6:13: images[0].secrets.tok.value: unknown key 'value': a secret's value never goes in the config"],
+        id="secret-value-in-config",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    secrets:\n      tok: {env: TOK, file: t.txt}\n",
+        ["images[0].secrets.tok: give exactly one of env (a variable's name) or file (a path)"],
+        id="secret-env-and-file",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\n    ssh: [{a: /x, b: /y}]\n",
+        ["imgctl.yaml:5:10: images[0].ssh: each entry is `default`, an id, or one {id: path of an agent's socket}"],
+        id="ssh-entry-with-two-agents",
+    ),
+    pytest.param(
+        "namespace: acme\nimages:\n  - name: app\n    context: app\nbuilder: kaniko\n",
+        ["builder: Input should be 'auto', 'classic' or 'buildkit'"],
+        id="unknown-builder",
+    ),
+    pytest.param(
         "namespace: acme\nimages:\n  - name: app\n    context: app\nretry:\n  window: -1\n",
         ["imgctl.yaml:6:11: retry.window: Input should be greater than or equal to 0"],
         id="retry-window-negative",
