@@ -1,4 +1,4 @@
-"""transport: the scheme, the proxy and the certs.d files for a registry, without any network."""
+"""transport: the scheme, the proxy and the certs.d files for a registry, with no network but a closed loopback port."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from imgctl import transport
 from imgctl.errors import RegistryError
@@ -116,12 +117,32 @@ def test_session_pool_and_no_environment_trust() -> None:
     assert session.trust_env is False  # ~/.netrc must never replace the Authorization header imgctl sets
 
 
+def _first_https_request(host: str) -> None:
+    # The trust is loaded on a session's first HTTPS request, before any connection: the error
+    # comes before 127.0.0.1:9 (nothing listens) could refuse it.
+    new_session(host).get("https://127.0.0.1:9/v2/", timeout=2)
+
+
+def test_trust_is_loaded_on_the_first_https_request_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[str] = []
+    real = transport._ssl_context
+    monkeypatch.setattr(transport, "_ssl_context", lambda host: loaded.append(host) or real(host))
+    session = new_session("reg.corp:5443")
+    with pytest.raises(requests.ConnectionError):
+        session.get("http://127.0.0.1:9/v2/", timeout=2)
+    assert loaded == []  # a plain-HTTP registry never pays for the system store
+    for _ in range(2):
+        with pytest.raises(requests.ConnectionError):
+            session.get("https://127.0.0.1:9/v2/", timeout=2)
+    assert loaded == ["reg.corp:5443"]  # once per session
+
+
 def test_a_certificate_without_its_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transport, "CERTS_D", tmp_path)
     (tmp_path / "reg.corp:5443").mkdir()
     (tmp_path / "reg.corp:5443" / "client.cert").write_text("not used")
     with pytest.raises(RegistryError, match=r"missing key .*client\.key for client certificate .*client\.cert"):
-        new_session("reg.corp:5443")
+        _first_https_request("reg.corp:5443")
 
 
 def test_an_unreadable_ca_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,13 +150,13 @@ def test_an_unreadable_ca_file_is_named(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "reg.corp:5443").mkdir()
     (tmp_path / "reg.corp:5443" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
     with pytest.raises(RegistryError, match=r"cannot use .*reg\.corp:5443/ca\.crt"):
-        new_session("reg.corp:5443")
+        _first_https_request("reg.corp:5443")
 
 
 def test_a_missing_ssl_cert_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "absent.pem"))
     with pytest.raises(RegistryError, match="absent.pem"):
-        new_session("reg.corp:5443")
+        _first_https_request("reg.corp:5443")
 
 
 def test_importing_transport_imports_neither_requests_nor_truststore() -> None:

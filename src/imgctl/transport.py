@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -123,7 +123,7 @@ def new_session(host: str) -> requests.Session:
     # host). trust_env would also let ~/.netrc replace the Authorization header imgctl sets, and
     # REQUESTS_CA_BUNDLE replace the trust below.
     session.trust_env = False
-    adapter = _adapter_class()(_ssl_context(host), pool_maxsize=POOL_SIZE)
+    adapter = _adapter_class()(functools.partial(_ssl_context, host), pool_maxsize=POOL_SIZE)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -188,16 +188,22 @@ def _adapter_class() -> type[Any]:
     from requests.adapters import HTTPAdapter
 
     class RegistryAdapter(HTTPAdapter):
-        def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
-            self._context = context
+        # The TLS context is made on the first HTTPS request, not with the adapter: loading the
+        # system store and certifi costs 0.1-0.3 s, and a loopback or insecure registry never uses it.
+        def __init__(self, make_context: Callable[[], ssl.SSLContext], **kwargs: Any) -> None:
+            self._make_context = make_context
+            self._context: ssl.SSLContext | None = None
             super().__init__(**kwargs)
 
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["ssl_context"] = self._context
-            super().init_poolmanager(*args, **kwargs)
+        def _tls(self) -> ssl.SSLContext:
+            if self._context is None:
+                self._context = self._make_context()
+                # Pools made from now on take it; none for HTTPS exists before the first HTTPS request.
+                self.poolmanager.connection_pool_kw["ssl_context"] = self._context
+            return self._context
 
         def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-            kwargs["ssl_context"] = self._context  # the registry's TLS inside the proxy's tunnel
+            kwargs["ssl_context"] = self._tls()  # the registry's TLS inside the proxy's tunnel
             return super().proxy_manager_for(proxy, **kwargs)
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
@@ -207,6 +213,8 @@ def _adapter_class() -> type[Any]:
 
         def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
             kwargs["proxies"] = proxies_for(request.url or "")
+            if (request.url or "").startswith("https:"):
+                self._tls()
             try:
                 return super().send(request, *args, **kwargs)
             except requests.exceptions.SSLError as exc:
