@@ -2,8 +2,8 @@
 
 docker-py writes the whole context to a temp file before the upload starts; this module yields the
 tar in chunks instead, so the engine starts receiving at once and memory stays flat. The rules
-are the docker CLI's (ignorefile.ReadAll, patternmatcher, archive.TarWithOptions) rather than
-docker-py's, which match case-insensitively. The tar headers are those of the CLI since 23.0 (uid/gid
+are the docker CLI's (its .dockerignore reading and matching are in ignorefile.py;
+archive.TarWithOptions here). The tar headers are those of the CLI since 23.0 (uid/gid
 0, no user names, mtime in whole seconds, hard links as links): the classic builder's cache key for
 COPY/ADD hashes those headers, so imgctl's builds and the CLI's share the cache.
 """
@@ -11,168 +11,30 @@ COPY/ADD hashes those headers, so imgctl's builds and the CLI's share the cache.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
-import posixpath
 import re
 import stat
 import struct
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imgctl.dockerfile import with_labels
+from imgctl.ignorefile import Matcher, clean, read_dockerignore
 from imgctl.errors import BuildFailed
 
+if TYPE_CHECKING:
+    from imgctl.snapshot import Snapshot
+
 CHUNK = 1 << 20
+END_OF_ARCHIVE = bytes(1024)
 GENERATED_DOCKERFILE = ".imgctl.Dockerfile"  # the Dockerfile with the labels in it; the engine drops it
 _SIMPLE_PATTERN = re.compile(r"^(?:\*\*/)?(\*?[A-Za-z0-9._-]+)$")  # name, *.ext, **/*.ext: a name to borrow
 
-# Characters the patternmatcher escapes; everything else goes into the regexp as written.
-_ESCAPE = frozenset(".+()|{}$")
 
 
-class _Pattern:
-    """One .dockerignore line, matched like github.com/moby/patternmatcher."""
-
-    def __init__(self, text: str) -> None:
-        self.exclusion = text.startswith("!")
-        if self.exclusion:
-            if len(text) == 1:
-                raise BuildFailed('.dockerignore: illegal exclusion pattern: "!"')
-            text = text[1:]
-        self.text = text
-        self.kind, self.regex = _compile(text)
-
-    def match(self, path: str) -> bool:
-        if self.kind == "exact":
-            return path == self.text
-        if self.kind == "prefix":
-            return path.startswith(self.text[:-2])
-        if self.kind == "suffix":
-            suffix = self.text[2:]
-            return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
-        return self.regex.fullmatch(path) is not None  # type: ignore[union-attr]
-
-
-def _compile(text: str) -> tuple[str, re.Pattern[str] | None]:
-    out: list[str] = []
-    kind = "exact"
-    pos, n, step = 0, len(text), 0
-    while pos < n:
-        ch = text[pos]
-        pos += 1
-        if ch == "*":
-            if pos < n and text[pos] == "*":
-                pos += 1
-                if pos < n and text[pos] == "/":
-                    pos += 1
-                if pos >= n:
-                    if kind == "exact":
-                        kind = "prefix"
-                    else:
-                        out.append(".*")
-                        kind = "regexp"
-                else:
-                    out.append("(.*/)?")
-                    kind = "regexp"
-                if step == 0:
-                    kind = "suffix"
-            else:
-                out.append("[^/]*")
-                kind = "regexp"
-        elif ch == "?":
-            out.append("[^/]")
-            kind = "regexp"
-        elif ch in _ESCAPE:
-            out.append("\\" + ch)
-        elif ch == "\\":
-            if pos >= n:
-                raise BuildFailed(f".dockerignore: bad pattern {text!r} (ends with a backslash)")
-            out.append("\\" + text[pos])
-            pos += 1
-            kind = "regexp"
-        elif ch in "[]":
-            out.append(ch)
-            kind = "regexp"
-        else:
-            out.append(ch)
-        step += 1
-    try:
-        regex = re.compile("".join(out))  # compiled now: the CLI refuses a bad pattern up front
-    except re.error as exc:
-        raise BuildFailed(f".dockerignore: bad pattern {text!r}: {exc}") from None
-    return kind, regex if kind == "regexp" else None
-
-
-class _Matcher:
-    def __init__(self, lines: list[str]) -> None:
-        self.patterns = [_Pattern(_clean(line)) for line in (s.strip() for s in lines) if line]
-        self.exclusions = any(p.exclusion for p in self.patterns)
-
-    def match(self, path: str, parent: list[bool] | None) -> tuple[bool, list[bool]]:
-        """MatchesUsingParentResults: `parent` holds the results of the enclosing directory."""
-        matched = False
-        info = []
-        for i, pattern in enumerate(self.patterns):
-            hit = parent[i] if parent else False
-            if not hit:
-                if pattern.exclusion != matched:
-                    info.append(False)
-                    continue
-                hit = pattern.match(path)
-                if not hit and not parent:
-                    hit = _ancestor_matches(pattern, path)
-            info.append(hit)
-            if hit:
-                matched = not pattern.exclusion
-        return matched, info
-
-    def matches_or_parent(self, path: str) -> bool:
-        return self.match(path, None)[0]
-
-    def descend_anyway(self, directory: str) -> bool:
-        """An excluded folder is still walked when an exception (`!dir/file`) lies inside it."""
-        prefix = directory + "/"
-        return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)
-
-
-def _ancestor_matches(pattern: _Pattern, path: str) -> bool:
-    parts = path.split("/")[:-1]
-    return any(pattern.match("/".join(parts[: i + 1])) for i in range(len(parts)))
-
-
-def _clean(path: str) -> str:
-    """Go's filepath.Clean (posixpath.normpath keeps a leading '//', Go does not)."""
-    cleaned = posixpath.normpath(path)
-    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
-
-
-def read_dockerignore(data: bytes) -> list[str]:
-    """The patterns of a .dockerignore, as the docker CLI reads them."""
-    patterns = []
-    for number, raw in enumerate(data.split(b"\n")):
-        if number == 0 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        line = raw.removesuffix(b"\r").decode("utf-8", "surrogateescape")
-        if line.startswith("#"):  # only in the first column, as the CLI does
-            continue
-        line = line.strip()
-        if not line:
-            continue
-        invert = line.startswith("!")
-        if invert:
-            line = line[1:].strip()
-        if line:
-            line = _clean(line)
-            if len(line) > 1 and line.startswith("/"):
-                line = line[1:]
-        patterns.append("!" + line if invert else line)
-    return patterns
-
-
-class _Context:
+class CheckedContext:
     """A checked build context: its real root, the Dockerfile's name and real path, .dockerignore."""
 
     def __init__(self, context: Path, dockerfile: str) -> None:
@@ -185,7 +47,7 @@ class _Context:
             raise BuildFailed(f"build context {context} does not exist") from None
         if not os.path.isdir(root):
             raise BuildFailed(f"build context {context} is a file; it must be a folder")
-        name = _clean(dockerfile.replace(os.sep, "/"))
+        name = clean(dockerfile.replace(os.sep, "/"))
         if name.startswith("/") or name == ".." or name.startswith("../"):
             raise BuildFailed(f"the Dockerfile {dockerfile!r} is outside the build context {context}")
         try:
@@ -207,19 +69,30 @@ class _Context:
         self.context, self.root, self.name, self.resolved = context, root, name, resolved
         self.ignored = read_dockerignore(self.ignore_file) if self.ignore_file is not None else []
 
-    def matcher(self, always: tuple[str, ...]) -> _Matcher:
+    def matcher(self, always: tuple[str, ...]) -> Matcher:
         """The .dockerignore rules, except that the paths in `always` are sent whatever they say."""
+        return Matcher(self._lines(always))
+
+    def _lines(self, always: tuple[str, ...]) -> list[str]:
         lines = list(self.ignored)
         for path in dict.fromkeys(always):
-            if _Matcher(lines).matches_or_parent(path):
+            if Matcher(lines).matches_or_parent(path):
                 lines.append("!" + path)
-        return _Matcher(lines)
+        return lines
 
-    def plain_matcher(self) -> _Matcher:
+    def plain_matcher(self) -> Matcher:
         """What a plain build sends. The CLI always sends .dockerignore and the Dockerfile; the
         engine reads them, then drops those that .dockerignore names. If the Dockerfile is a
         symlink, its target is sent too, so the engine can follow it."""
-        return self.matcher((".dockerignore", self.name, self.resolved))
+        return self.matcher(self._plain)
+
+    @property
+    def _plain(self) -> tuple[str, ...]:
+        return (".dockerignore", self.name, self.resolved)
+
+    def same_walk(self, always: tuple[str, ...]) -> bool:
+        """Does matcher(always) send what plain_matcher() sends? (Unless .dockerignore names the Dockerfile.)"""
+        return self._lines(always) == self._lines(self._plain)
 
     def dockerfile_text(self) -> bytes:
         try:
@@ -229,13 +102,13 @@ class _Context:
             raise BuildFailed(f"cannot read the Dockerfile {self.name!r} in {self.context}: {exc.strerror}") from None
 
 
-def _prepare(context: Path, dockerfile: str) -> tuple[str, _Matcher]:
+def _prepare(context: Path, dockerfile: str) -> tuple[str, Matcher]:
     """Resolve the context and its Dockerfile; build the matcher. Every error names the path."""
-    checked = _Context(context, dockerfile)
+    checked = CheckedContext(context, dockerfile)
     return checked.root, checked.plain_matcher()
 
 
-def _walk(root: str, matcher: _Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
+def _walk(root: str, matcher: Matcher) -> Iterator[tuple[str, str, os.stat_result]]:
     """(name in the tar, full path, lstat) in the CLI's order: depth first, names sorted bytewise."""
 
     def visit(folder: str, prefix: str, parent: list[bool] | None) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -313,7 +186,7 @@ def _octal(value: int, width: int) -> bytes:
     return b"%0*o\0" % (width - 1, value)
 
 
-def _header(name: str, mode: int, size: int, mtime: int, kind: bytes, linkname: str = "", rdev: int = 0) -> bytes:
+def tar_header(name: str, mode: int, size: int, mtime: int, kind: bytes, linkname: str = "", rdev: int = 0) -> bytes:
     """A ustar header byte-identical to Go's for the common case; tarfile (PAX) for the rest."""
     if name.isascii() and linkname.isascii() and len(name) <= 100 and len(linkname) <= 100 \
             and size < 8**11 and 0 <= mtime < 8**11 and kind not in (tarfile.CHRTYPE, tarfile.BLKTYPE):
@@ -338,9 +211,10 @@ def root_entry(context: Path) -> bytes:
     and the whole context would be read as a Dockerfile. GNU tar's `tar -cf - .` starts the same way.
     """
     st = os.stat(context)
-    return _header("./", stat.S_IMODE(st.st_mode), 0, max(0, st.st_mtime_ns // 1_000_000_000), tarfile.DIRTYPE)
+    return tar_header("./", stat.S_IMODE(st.st_mode), 0, max(0, st.st_mtime_ns // 1_000_000_000), tarfile.DIRTYPE)
 
 
+_DEVICES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
 _KINDS = {stat.S_IFDIR: tarfile.DIRTYPE, stat.S_IFLNK: tarfile.SYMTYPE, stat.S_IFIFO: tarfile.FIFOTYPE,
           stat.S_IFCHR: tarfile.CHRTYPE, stat.S_IFBLK: tarfile.BLKTYPE}
 
@@ -352,11 +226,12 @@ def stream_context(context: Path, dockerfile: str) -> Iterator[bytes]:
     an unreadable file raises BuildFailed from the iterator, naming it.
     """
     root, matcher = _prepare(Path(context), dockerfile)
-    return _tar_chunks(root, matcher)
+    return tar_chunks(root, matcher)
 
 
 def build_context(
-    context: Path, dockerfile: str, labels: Mapping[str, str], target: str | None, *, fold_labels: bool = True
+    context: Path, dockerfile: str, labels: Mapping[str, str], target: str | None, *, fold_labels: bool = True,
+    snapshot: Snapshot | None = None,
 ) -> tuple[Iterator[bytes], str, dict[str, str]]:
     """What a build sends: the context tar, the Dockerfile to name, the labels left to pass as build labels.
 
@@ -368,8 +243,11 @@ def build_context(
     of the folder sees; when that cannot be arranged, the labels go as build labels. BuildKit
     (`fold_labels=False`) makes no step of its own for labels, and leaves a `.dockerignore` in
     what the build sees even when it lists itself: there the labels always go as build labels.
+
+    With a `snapshot` of the context (taken for its inputs digest), the tar is replayed from it
+    rather than walked again, wherever the walk would have been the same.
     """
-    checked = _Context(Path(context), dockerfile)
+    checked = snapshot.checked if snapshot is not None else CheckedContext(Path(context), dockerfile)
     if labels and fold_labels:
         try:
             folded = with_labels(checked.dockerfile_text().decode("utf-8"), dict(labels), target)
@@ -379,11 +257,14 @@ def build_context(
         if folded is not None and name is not None:
             replaced = {name: folded.encode()} | ({".dockerignore": ignore_file} if ignore_file is not None else {})
             # The Dockerfile itself is sent only if the build would see it: the engine reads the copy.
-            return _tar_chunks(checked.root, checked.matcher((".dockerignore",)), replaced), name, {}
-    return _tar_chunks(checked.root, checked.plain_matcher()), dockerfile, dict(labels)
+            always = (".dockerignore",)
+            replay = snapshot.tar(replaced) if snapshot is not None and checked.same_walk(always) else None
+            return replay or tar_chunks(checked.root, checked.matcher(always), replaced), name, {}
+    replay = snapshot.tar() if snapshot is not None else None
+    return replay or tar_chunks(checked.root, checked.plain_matcher()), dockerfile, dict(labels)
 
 
-def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:
+def _dockerfile_slot(checked: CheckedContext) -> tuple[str | None, bytes | None]:
     """(name, .dockerignore to send in place of the folder's, if any) for a generated Dockerfile
     that the engine drops unseen; (None, None) if there is no such name.
 
@@ -397,7 +278,7 @@ def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:
     listed = GENERATED_DOCKERFILE.encode() + b"\n"
     if checked.ignore_file is None:
         return (GENERATED_DOCKERFILE, b".dockerignore\n" + listed) if free(GENERATED_DOCKERFILE) else (None, None)
-    matcher = _Matcher(checked.ignored)
+    matcher = Matcher(checked.ignored)
     for line in checked.ignored:
         simple = _SIMPLE_PATTERN.match(line)  # read alike by every engine version's matcher
         name = simple.group(1).replace("*", "imgctl") if simple else ""
@@ -411,64 +292,69 @@ def _dockerfile_slot(checked: _Context) -> tuple[str | None, bytes | None]:
     return None, None
 
 
-def _tar_chunks(root: str, matcher: _Matcher, replaced: Mapping[str, bytes] | None = None) -> Iterator[bytes]:
-    """The tar of the walk; a file named in `replaced` is sent with that content (added if absent)."""
+def tar_chunks(
+    root: str, matcher: Matcher, replaced: Mapping[str, bytes] | None = None, *,
+    digests: Sequence[Any] = (), marks: dict[str, tuple[int, int, int, int]] | None = None,
+) -> Iterator[bytes]:
+    """The tar of the walk; a file named in `replaced` is sent with that content (added if absent).
+
+    Each of `digests` (hashlib objects) is fed what the inputs digest covers of each entry, in the
+    same pass (snapshot.py). For a name already in `marks`, its entry's (start, end) offsets in
+    the stream, mode and mtime are recorded there, so that a replay can put another content in its
+    place.
+    """
     buf = bytearray()
+    sent = 0
     linked: dict[tuple[int, int], str] = {}
     extra = dict(replaced or {})
     for rel, full, st in _walk(root, matcher):
         mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
-        if rel in extra and stat.S_ISREG(st.st_mode):
+        start = sent + len(buf)
+        regular = stat.S_ISREG(st.st_mode)
+        kind = tarfile.REGTYPE if regular else _KINDS[stat.S_IFMT(st.st_mode)]
+        if digests:
+            described = f"\0{'f' if regular else kind.decode()} {mode:o} {rel}\0".encode("utf-8", "surrogateescape")
+            described += b"%d\0" % st.st_size if regular else b""
+            for digest in digests:
+                digest.update(described)
+        if rel in extra and regular:
             content = extra.pop(rel)
-            buf += _header(rel, mode, len(content), mtime, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
-        elif not stat.S_ISREG(st.st_mode):
-            kind = _KINDS[stat.S_IFMT(st.st_mode)]
+            buf += tar_header(rel, mode, len(content), mtime, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
+        elif not regular:
             linkname = os.readlink(full) if kind == tarfile.SYMTYPE else ""
-            buf += _header(rel + "/" if kind == tarfile.DIRTYPE else rel, mode, 0, mtime, kind, linkname, st.st_rdev)
+            buf += tar_header(rel + "/" if kind == tarfile.DIRTYPE else rel, mode, 0, mtime, kind, linkname, st.st_rdev)
+            tail = os.fsencode(linkname) if kind == tarfile.SYMTYPE else b"%d" % st.st_rdev if kind in _DEVICES else b""
+            for digest in digests:
+                digest.update(tail)
         elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in linked:
-            buf += _header(rel, mode, 0, mtime, tarfile.LNKTYPE, linked[st.st_dev, st.st_ino])
+            buf += tar_header(rel, mode, 0, mtime, tarfile.LNKTYPE, linked[st.st_dev, st.st_ino])
+            for piece in _read(_open(root, rel, full), st.st_size, root, rel) if digests else ():
+                for digest in digests:  # the digest covers a link's content as a file's
+                    digest.update(piece)
         else:
             if st.st_nlink > 1:
                 linked[st.st_dev, st.st_ino] = rel
-            buf += _header(rel, mode, st.st_size, mtime, tarfile.REGTYPE)
+            buf += tar_header(rel, mode, st.st_size, mtime, tarfile.REGTYPE)
             for piece in _read(_open(root, rel, full), st.st_size, root, rel):
+                for digest in digests:
+                    digest.update(piece)
                 if len(buf) + len(piece) > CHUNK:  # big pieces go out as they are, not copied
                     if buf:
+                        sent += len(buf)
                         yield bytes(buf)
                         buf.clear()
+                    sent += len(piece)
                     yield piece
                 else:
                     buf += piece
             buf += bytes(-st.st_size % 512)
+        if marks is not None and rel in marks and regular:
+            marks[rel] = (start, sent + len(buf), mode, mtime)
         if len(buf) >= CHUNK:
+            sent += len(buf)
             yield bytes(buf)
             buf.clear()
     for rel, content in extra.items():
-        buf += _header(rel, 0o600, len(content), 0, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
-    buf += bytes(1024)
+        buf += tar_header(rel, 0o600, len(content), 0, tarfile.REGTYPE) + content + bytes(-len(content) % 512)
+    buf += END_OF_ARCHIVE
     yield bytes(buf)
-
-
-# -- what the image is built from ------------------------------------------------------------
-
-def inputs_digest(
-    context: Path, dockerfile: str, build_args: Mapping[str, str], base_digests: Mapping[str, str]
-) -> str:
-    """sha256 of everything a build reads: the files sent (names, types, modes, contents, link
-    targets), which Dockerfile, the build args and the base images' digests. Not mtimes, owners
-    or ignored files."""
-    root, matcher = _prepare(Path(context), dockerfile)
-    digest = hashlib.sha256(b"imgctl-inputs/v1\0")
-    digest.update(json.dumps([_clean(dockerfile), sorted(build_args.items()), sorted(base_digests.items())]).encode())
-    for rel, full, st in _walk(root, matcher):
-        kind = "f" if stat.S_ISREG(st.st_mode) else _KINDS[stat.S_IFMT(st.st_mode)].decode()
-        digest.update(f"\0{kind} {stat.S_IMODE(st.st_mode):o} {rel}\0".encode("utf-8", "surrogateescape"))
-        if kind == "f":
-            digest.update(b"%d\0" % st.st_size)
-            for piece in _read(_open(root, rel, full), st.st_size, root, rel):
-                digest.update(piece)
-        elif kind == tarfile.SYMTYPE.decode():
-            digest.update(os.fsencode(os.readlink(full)))
-        elif kind in ("3", "4"):
-            digest.update(b"%d" % st.st_rdev)
-    return "sha256:" + digest.hexdigest()

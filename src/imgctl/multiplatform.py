@@ -33,6 +33,7 @@ from imgctl.registries import Registries
 from imgctl.results import ImageResult, PlatformResult
 from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.retry_report import reporter
+from imgctl.snapshot import Snapshot
 
 
 def platform_tag(tag: PlannedTag, platform: Platform) -> PlannedTag:
@@ -72,9 +73,11 @@ class MultiPlatform:
 
     def build(
         self, image: PlannedImage, slot: Callable[[int], Callable[[], None]], *, labels: dict[Platform, dict[str, str]],
+        snapshot: Snapshot | None = None,
     ) -> None:
         """Build every platform at once, each in a build slot (`slot(i)` waits for platform i's
-        slot and returns what frees it); raises PlatformFailed for the first platform that failed."""
+        slot and returns what frees it), each sending the context from `snapshot` if given;
+        raises PlatformFailed for the first platform that failed."""
         result = self.results[image.name]
         result.platforms = [PlatformResult(str(p)) for p in image.platforms]
         native = self.engine.platform()
@@ -83,7 +86,7 @@ class MultiPlatform:
             platform = image.platforms[index]
             free = slot(index)
             try:
-                self._build_one(image, platform, result.platforms[index], native, labels.get(platform))
+                self._build_one(image, platform, result.platforms[index], native, labels.get(platform), snapshot)
             finally:
                 free()
 
@@ -97,6 +100,7 @@ class MultiPlatform:
 
     def _build_one(
         self, image: PlannedImage, platform: Platform, into: PlatformResult, native: Platform, labels: dict[str, str] | None,
+        snapshot: Snapshot | None,
     ) -> None:
         def emit(event: Event) -> None:
             self.emit(dataclasses.replace(event, platform=str(platform)))
@@ -112,7 +116,7 @@ class MultiPlatform:
             into.image_id = self.engine.build(
                 image, no_cache=options.no_cache, pull=False, emit=emit, extra_labels=labels,
                 builder=options.builder, platform=platform, build_args=args, cache_from=cache_from,
-                credentials=self.registries.creds_for_host, **self.secrets.get(image.name, {}),
+                credentials=self.registries.creds_for_host, snapshot=snapshot, **self.secrets.get(image.name, {}),
             )
         except BuildFailed as exc:
             message = f"{platform}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")

@@ -4,9 +4,8 @@ registry it goes to already holds a build of exactly that."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from imgctl.context import inputs_digest
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
 from imgctl.errors import ImgctlError
@@ -19,6 +18,7 @@ from imgctl.multiplatform import platform_tag
 from imgctl.registries import Registries
 from imgctl.registry import RegistryClient
 from imgctl.results import ImageResult, PlatformResult
+from imgctl.snapshot import Snapshot, snapshot
 
 INPUTS_LABEL = "io.imgctl.inputs"  # digest of everything a build read: --skip-unchanged compares it
 
@@ -39,9 +39,23 @@ class Reuse:
         self._external: dict[str, str | None] = {}  # an external base -> its digest in the registry, once per run
         self._lock = threading.Lock()
 
-    def inputs(self, image: PlannedImage, platform: Platform | None = None) -> str | None:
-        """The digest of everything the build (for `platform`) reads; None when a base image's
-        digest is unknown."""
+    def inputs(self, image: PlannedImage, platforms: Sequence[Platform | None] = (None,), *, keep: str = "none") -> Snapshot | None:
+        """One walk of the image's context: the digest of everything its build (for each of
+        `platforms`) reads, and its tar kept as `keep` says (snapshot.py); None when a base
+        image's digest is unknown."""
+        facts = []
+        for platform in platforms:
+            known = self._facts(image, platform)
+            if known is None:
+                return None
+            facts.append(known)
+        try:
+            return snapshot(image.context, image.dockerfile, facts, keep=keep)
+        except ImgctlError:
+            return None  # the build will report the problem
+
+    def _facts(self, image: PlannedImage, platform: Platform | None) -> tuple[dict[str, str], dict[str, str]] | None:
+        """(what the build is given, the base images' digests) for the inputs digest."""
         bases: dict[str, str] = {}
         resolved: dict[str, str] = {}  # a base as the FROM line names it -> the image it is
         for base in image.bases:
@@ -59,10 +73,7 @@ class Reuse:
         facts |= {f"label:{k}": v for k, v in labels.items()} | {"target": image.target or ""}
         if platform is not None:
             facts["platform"] = str(platform)
-        try:
-            return inputs_digest(image.context, image.dockerfile, facts, bases)
-        except ImgctlError:
-            return None  # the build will report the problem
+        return facts, bases
 
     def find_same(self, image: PlannedImage, inputs: str) -> bool:
         """True if every registry already holds an image of this one's tags built from the same inputs."""

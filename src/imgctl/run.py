@@ -27,6 +27,7 @@ from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
 from imgctl.reuse import INPUTS_LABEL, Reuse
 from imgctl.schedule import Scheduler
+from imgctl.snapshot import Snapshot
 from imgctl.units import human_bytes
 
 __all__ = ["Release", "ReleaseResult", "ImageResult", "TagResult", "default_jobs"]
@@ -141,21 +142,25 @@ class Release:
             self.pulls.cache(image.name, list(image.cache_from), self.registries.creds_for)
         self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
-        inputs = self.reuse.inputs(image) if options.push and not image.platforms else None
-        if inputs and options.skip_unchanged and self.reuse.find_same(image, inputs) or self._same_index(image):
-            self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
-            return self._push_all(image, time.monotonic())
+        # The walk that makes it keeps the context's tar for the build (all of it, unless the
+        # digest may well make the build unnecessary).
+        keep = "memory" if options.skip_unchanged else "all"
+        inputs = self.reuse.inputs(image, image.platforms or (None,), keep=keep) if options.push else None
         if image.platforms:
-            return self._release_platforms(image)
-        self.schedule.slot(image)
-        started = self._start(image)
-        if started is None:
-            return False
+            return self._release_platforms(image, inputs)
         try:
+            digest = inputs.digests[0] if inputs else None
+            if digest and options.skip_unchanged and self.reuse.find_same(image, digest):
+                self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
+                return self._push_all(image, time.monotonic())
+            self.schedule.slot(image)
+            started = self._start(image)
+            if started is None:
+                return False
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
-                extra_labels={INPUTS_LABEL: inputs} if inputs else None, builder=options.builder,
-                credentials=self.registries.creds_for_host, **self.secrets.get(image.name, {}),
+                extra_labels={INPUTS_LABEL: digest} if digest else None, builder=options.builder,
+                credentials=self.registries.creds_for_host, snapshot=inputs, **self.secrets.get(image.name, {}),
             )
         except BuildFailed as exc:
             message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
@@ -164,6 +169,9 @@ class Release:
             return self._fail(image.name, "engine", exc.message)
         except ImgctlError as exc:
             return self._fail(image.name, "build", exc.message)
+        finally:
+            if inputs:
+                inputs.close()
         details = self.engine.inspect(result.image_id)
         result.size = details.get("Size") if isinstance(details.get("Size"), int) else None
         result.layers = len((details.get("RootFS") or {}).get("Layers") or []) or None
@@ -184,33 +192,27 @@ class Release:
         self.schedule.built(image)  # its dependents may start building now
         return self._push_all(image, started)
 
-    def _same_index(self, image: PlannedImage) -> bool:
-        """--skip-unchanged for a multi-platform image: reused only if every platform is unchanged."""
-        options = self.plan.options
-        if not (image.platforms and options.push and options.skip_unchanged):
-            return False
-        inputs = {platform: self.reuse.inputs(image, platform) for platform in image.platforms}
-        known = {platform: value for platform, value in inputs.items() if value}
-        return len(known) == len(inputs) and self.reuse.find_same_index(image, known)
-
-    def _release_platforms(self, image: PlannedImage) -> bool:
-        """A multi-platform image: its platforms built at once, each in a slot of its own, then
-        pushed with an index (multiplatform.py)."""
-        result = self.results[image.name]
-        started = self._start(image)
-        if started is None:
-            return False
-        labels = {}
-        if self.plan.options.push:  # each platform's config carries its own inputs digest
-            for platform in image.platforms:
-                inputs = self.reuse.inputs(image, platform)
-                if inputs:
-                    labels[platform] = {INPUTS_LABEL: inputs}
-
+    def _release_platforms(self, image: PlannedImage, inputs: Snapshot | None) -> bool:
+        """A multi-platform image: reused if every platform is unchanged (--skip-unchanged), else
+        its platforms built at once, each in a slot of its own, then pushed with an index
+        (multiplatform.py). Each platform's config carries its own inputs digest."""
         try:
-            self.platforms.build(image, lambda index: self.schedule.platform_slot(image, index), labels=labels)
+            digests = dict(zip(image.platforms, inputs.digests)) if inputs else {}
+            if digests and self.plan.options.skip_unchanged and self.reuse.find_same_index(image, digests):
+                self.schedule.withdraw(image)
+                return self._push_all(image, time.monotonic())
+            result = self.results[image.name]
+            started = self._start(image)
+            if started is None:
+                return False
+            labels = {platform: {INPUTS_LABEL: digest} for platform, digest in digests.items()}
+            self.platforms.build(image, lambda index: self.schedule.platform_slot(image, index), labels=labels,
+                                 snapshot=inputs)
         except PlatformFailed as exc:
             return self._fail(image.name, exc.stage, exc.message, exc.output)
+        finally:
+            if inputs:
+                inputs.close()
         big = [p for p in result.platforms if image.max_size and p.size and p.size > image.max_size]
         if big:
             return self._fail(image.name, "size", f"{big[0].platform} image is {human_bytes(big[0].size or 0)}, "

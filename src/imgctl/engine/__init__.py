@@ -31,6 +31,7 @@ from imgctl.plan import PlannedImage, PlannedTag
 from imgctl.platforms import Platform
 from imgctl.refs import is_docker_hub
 from imgctl.retry import classify_text, is_auth_text
+from imgctl.snapshot import Snapshot
 
 Emit = Callable[[Event], None]
 
@@ -141,9 +142,11 @@ class Engine:
         builder: str = "classic", platform: Platform | None = None, build_args: dict[str, str] | None = None,
         cache_from: list[str] | None = None, credentials: CredentialsFor = lambda host: None,
         secrets: Mapping[str, bytes] | None = None, ssh: Mapping[str, str] | None = None,
+        snapshot: Snapshot | None = None,
     ) -> str:
         """Build with live output; return the image id. Any error in the stream fails the build.
-        `build_args` replace the image's own (a multi-platform build adds TARGETPLATFORM and friends)."""
+        `build_args` replace the image's own (a multi-platform build adds TARGETPLATFORM and friends).
+        With a `snapshot` of the context (snapshot.py), its kept tar is sent rather than the tree walked again."""
         args = dict(image.build_args if build_args is None else build_args)
         started = time.monotonic()
         buildkit = builder == "buildkit"
@@ -152,7 +155,7 @@ class Engine:
             # The context is streamed while the tree is walked (docker-py would write a temp tar first).
             context, dockerfile, labels = build_context(
                 image.context, image.dockerfile, {**image.labels, **(extra_labels or {})}, image.target,
-                fold_labels=not buildkit,
+                fold_labels=not buildkit, snapshot=snapshot,
             )
             if buildkit:
                 if image.inline_cache:  # the cache metadata goes into the image, for a later cache_from
