@@ -18,7 +18,7 @@ from imgctl.errors import AuthFailed, BuildFailed, PushFailed
 from imgctl.events import (
     BuildOutput, BuildStep, BuildStreamParser, JsonStreamDecoder, LayerProgress, PushStreamParser, StreamGarbled,
 )
-from imgctl.retry import classify_text, is_auth_text, is_transient
+from imgctl.retry_classify import classify_text, is_auth_text, is_transient
 
 STREAMS = Path(__file__).parent / "fixtures" / "streams"
 NAMES = sorted(p.stem for p in STREAMS.glob("*.jsonl"))

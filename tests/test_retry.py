@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from imgctl.errors import AuthFailed, PushFailed, RegistryError
-from imgctl.retry import DEFAULT_WINDOW, RetryPolicy, call_with_retries, parse_retry_after, registry_of
+from imgctl.retry import DEFAULT_WINDOW, RetryPolicy, call_with_retries
+from imgctl.retry_classify import parse_retry_after, registry_of
 
 HOST = "127.0.0.1:5000"
 

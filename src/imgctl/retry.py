@@ -1,18 +1,7 @@
-"""The one retry policy: what is worth retrying, for how long, and how long to wait.
+"""The one retry policy: how long transient failures are retried, and how long to wait.
 
-Transient (retried):
-    | what                                   | how it shows                                     |
-    |----------------------------------------|--------------------------------------------------|
-    | registry 5xx                           | stream text "500/502/503/504", "Service Unavailable", "Bad Gateway", "Gateway Timeout" |
-    | registry rate limit (429)              | "429", "toomanyrequests" (waits honour Retry-After, capped) |
-    | connection refused / reset / cut       | "connection refused", "connection reset", "broken pipe", "EOF"; requests ConnectionError |
-    | timeouts                               | "timeout", "i/o timeout", "deadline exceeded"; requests Timeout, urllib3 ReadTimeoutError |
-    | a token service that is down or busy   | RegistryError(transient=True) from the registry client |
-    | a truncated or garbled stream          | StreamGarbled; a push stream without a digest    |
-Permanent (never retried):
-    | auth                                   | "unauthorized", "authentication required", "denied", 401, 403 |
-    | a failed build (RUN exited non-zero)   | BuildFailed                                      |
-    | anything else                          | config, usage, unknown stream errors             |
+Which failures are transient is retry_classify.py's table; each retry is announced as an event by
+retry_report.py (the policy itself only calls `on_retry`, so it knows nothing of events).
 
 How long (RetryPolicy):
 - Each operation (a login, a digest check, a tag PUT, a whole push of a tag) retries its
@@ -38,123 +27,30 @@ in slices.
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from imgctl.errors import AuthFailed, ImgctlError, PushFailed, RegistryError
-from imgctl.refs import DOCKER_HUB, is_docker_hub
+from imgctl.errors import RegistryError
+from imgctl.retry_classify import classify_text, failure_text, is_auth_text, is_transient, parse_retry_after, registry_of
 
 if TYPE_CHECKING:  # config.py imports this module: `imgctl validate` must not pay tenacity's import
     import tenacity
 
 T = TypeVar("T")
 
-_PERMANENT = re.compile(r"unauthori[sz]ed|authentication required|denied|\b40[13]\b|forbidden|no basic auth credentials", re.I)
-_RATE = re.compile(r"\b429\b|toomanyrequests|too many requests", re.I)
-_TRANSIENT = re.compile(
-    r"\b50[0-4]\b|service unavailable|bad gateway|gateway time-?out|internal server error"
-    r"|connection refused|connection reset|broken pipe|\bEOF\b|timeout|timed out|i/o timeout|deadline exceeded"
-    r"|no such host|network is unreachable|TLS handshake",
-    re.I,
-)
-# Engine errors quote URLs and addresses (`Put "http://h:5000/v2/x/manifests/401": read tcp
-# 127.0.0.1:41234->h:5000: ...`), whose digits and words are not statuses: drop them first.
-_ADDRESSES = re.compile(r"\bhttps?://[^\s\"']*|\[?[\w.:-]+\]?:\d+\b")
-
-
-def is_auth_text(message: str) -> bool:
-    return bool(_PERMANENT.search(_ADDRESSES.sub(" ", message)))
-
-
-def classify_text(message: str) -> tuple[bool, float | None]:
-    """(transient, retry-after seconds) for an error message from the engine's stream."""
-    message = _ADDRESSES.sub(" ", message)
-    if _PERMANENT.search(message):
-        return False, None
-    if _RATE.search(message):
-        return True, None
-    return bool(_TRANSIENT.search(message)), None
-
-
-def is_transient(exc: BaseException) -> bool:
-    from imgctl.events import StreamGarbled
-
-    if isinstance(exc, AuthFailed):
-        return False
-    if isinstance(exc, (PushFailed, RegistryError)):
-        return exc.transient
-    if isinstance(exc, StreamGarbled):
-        return True
-    import requests  # docker-py's transport; imported late to keep start-up light
-
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return True
-    try:
-        import urllib3.exceptions as u3
-    except ImportError:  # pragma: no cover - urllib3 ships with requests
-        return False
-    return isinstance(exc, (u3.ReadTimeoutError, u3.ProtocolError))
-
+# classify_text, is_auth_text (imgctl.engine) and parse_retry_after (registry_auth.py) are still
+# imported from here, where they were before the classification had a module of its own.
+__all__ = [
+    "DEFAULT_BUDGET", "DEFAULT_WINDOW", "RetryPolicy", "call_with_retries", "classify_text", "is_auth_text",
+    "parse_retry_after",
+]
 
 DEFAULT_WINDOW = 90.0  # seconds; see the README's policy table for how it compares
 DEFAULT_BUDGET = 300.0  # seconds of waiting per run, at the least
 _SLICE = 0.25  # a wait checks cancelled() this often
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds a `Retry-After` header asks for: delay-seconds, or an HTTP-date (RFC 9110 10.2.3)
-    measured against `now` (Unix time; default the clock). None if absent or unreadable."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        import email.utils  # late: only a 429/503 that gives a date needs it
-
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:  # pragma: no cover - Python < 3.10 returned None
-            return None
-        if when.tzinfo is None:  # an HTTP-date is always GMT
-            import datetime
-
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-        return max(0.0, seconds)
-    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
-
-
-_NAMED_REGISTRY = re.compile(r"\bregistry (\[[^\]\s]+\](?::\d+)?|[^\s:,()]+(?::\d+)?)")
-_OPERATION = re.compile(r"^(push of|login to) (\S+)\s")
-
-
-def registry_of(exc: BaseException) -> str | None:
-    """The registry a failure names, as imgctl's messages do (`push of REF failed`, `login to
-    HOST failed`, `... registry HOST ...`): a stand-in for callers that do not say it."""
-    text = exc.message if isinstance(exc, ImgctlError) else str(exc)
-    match = _OPERATION.match(text)
-    if match and match.group(1) == "login to":
-        return _host(match.group(2))
-    if match:  # a reference: its first part is a host if it looks like one (docker's rule)
-        first, slash, _ = match.group(2).partition("/")
-        return _host(first) if slash and ("." in first or ":" in first or first == "localhost") else DOCKER_HUB
-    match = _NAMED_REGISTRY.search(text)
-    return _host(match.group(1)) if match else None
-
-
-def _host(name: str) -> str:
-    return DOCKER_HUB if is_docker_hub(name) else name
-
-
-def _reason(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, ImgctlError) else f"{type(exc).__name__}: {exc}"
 
 
 class _GiveUp(Exception):
@@ -237,7 +133,7 @@ class RetryPolicy:
     def _decide(self, registry: str | None, attempt: int, exc: BaseException, first_failure: float) -> tuple[float, int]:
         """(wait, most attempts still possible) for a retry of failed attempt `attempt`, or _GiveUp."""
         now = self.clock()
-        reason = _reason(exc)
+        reason = failure_text(exc)
         with self._lock:
             if registry is not None and registry in self._dead:
                 raise _GiveUp(self._dead[registry])
