@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from imgctl.buildkit import BuildKitStreamParser, decode_status
 from imgctl.errors import BuildFailed
-from imgctl.events import BuildOutput, BuildStep, Event, JsonStreamDecoder
+from imgctl.events import BuildOutput, BuildStep, Event
+from imgctl.streams import JsonStreamDecoder
 from tests.conftest import AUTH_PASSWORD, AUTH_USER, chain_config, unique, write_base_context, write_config, write_context
 from tests.support.registry import RegistryServer
 

@@ -15,10 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imgctl.errors import AuthFailed, BuildFailed, PushFailed
-from imgctl.events import (
-    BuildOutput, BuildStep, BuildStreamParser, JsonStreamDecoder, LayerProgress, PushStreamParser, StreamGarbled,
-)
+from imgctl.events import BuildOutput, BuildStep, LayerProgress
 from imgctl.retry_classify import classify_text, is_auth_text, is_transient
+from imgctl.streams import BuildStreamParser, JsonStreamDecoder, PushStreamParser, StreamGarbled
 
 STREAMS = Path(__file__).parent / "fixtures" / "streams"
 NAMES = sorted(p.stem for p in STREAMS.glob("*.jsonl"))

@@ -53,7 +53,7 @@ def classify_text(message: str) -> tuple[bool, float | None]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    from imgctl.events import StreamGarbled
+    from imgctl.streams import StreamGarbled
 
     if isinstance(exc, AuthFailed):
         return False
