@@ -44,9 +44,14 @@ def test_unchanged_images_are_neither_built_nor_pushed(tmp_path: Path, registry:
 
     # a new version with nothing changed: every image is reused, though app and tool name their
     # base through a build arg holding the version, since the arg counts as the image it names
+    logged = len(registry.log_text())
     bumped = imgctl(*args, "--version", "1.0.1")
     assert bumped.code == 0, bumped.output
     assert built(bumped) == set() and pushed(bumped) == set(), bumped.stderr[-3000:]
+    # each new tag is one manifest PUT: the manifest read to compare inputs is the one it sends
+    requests = [line for line in registry.log_text()[logged:].splitlines() if '"imgctl/' in line]
+    assert sum('"PUT /v2/' in line and "/manifests/1.0.1 " in line for line in requests) == 3, requests
+    assert not [line for line in requests if '"GET /v2/' in line and "/manifests/sha256:" in line], requests
     assert {e["image"] for e in bumped.of_type("reused")} == {"base", "app", "tool"}
     for name in ("base", "app", "tool"):
         assert registry.manifest_digest(f"{ns}/{name}", "1.0.1") == registry.manifest_digest(f"{ns}/{name}", "1.0.0")

@@ -105,7 +105,7 @@ def test_digests_are_those_of_separate_walks(tmp_path: Path) -> None:
 
 
 def test_keep_memory_drops_a_big_tar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshots, "SPOOL_MEMORY", 64 << 10)
+    monkeypatch.setattr(snapshots, "SPOOL_WAITING", 64 << 10)
     small = snapshot(tree(tmp_path / "small"), "Dockerfile", [({}, {})], keep="memory")
     big = snapshot(tree(tmp_path / "big", big=1 << 20), "Dockerfile", [({}, {})], keep="memory")
     assert small.tar() is not None and big.tar() is None

@@ -9,6 +9,7 @@ pushed with attestations): every question here has an answer for that too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from collections.abc import Iterable
@@ -105,8 +106,11 @@ class RegistryClient:
             return None
         found = Manifest(response.content, response.headers.get("Content-Type", "").split(";")[0].strip(),
                          response.headers.get("Docker-Content-Digest", ""))
-        if reference.startswith("sha256:"):
-            self._manifests[path, reference] = found
+        # Kept under its digest, fetched by digest or by tag (checked: a digest names these bytes
+        # only), so that adding a tag to it later is a single PUT.
+        actual = "sha256:" + hashlib.sha256(found.body).hexdigest()
+        if actual in (reference, found.digest):
+            self._manifests[path, actual] = found
         return found
 
     def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str, str | None] | None:

@@ -28,6 +28,7 @@ from imgctl.retry import RetryPolicy
 from imgctl.reuse import INPUTS_LABEL, Reuse
 from imgctl.schedule import Scheduler
 from imgctl.snapshot import Snapshot
+from imgctl.transport import POOL_SIZE
 from imgctl.units import human_bytes
 
 __all__ = ["Release", "ReleaseResult", "ImageResult", "TagResult", "default_jobs"]
@@ -64,6 +65,10 @@ class Release:
         self.grace_seconds = grace_seconds
         self.environ = environ
         self.cancelled = cancelled or threading.Event()
+        # Images checking the registry (--skip-unchanged) or publishing at once: the requests and
+        # pushes in flight stay within each registry's connection pool, however wide a level of
+        # the graph is (a thread per image is started as soon as it is ready).
+        self._registry_work = threading.BoundedSemaphore(POOL_SIZE)
         self._emit_lock = threading.Lock()
         self._emit = emit
         self.results = {
@@ -142,21 +147,26 @@ class Release:
             self.pulls.cache(image.name, list(image.cache_from), self.registries.creds_for)
         self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
-        # The walk that makes it keeps the context's tar for the build (all of it, unless the
-        # digest may well make the build unnecessary).
-        keep = "memory" if options.skip_unchanged else "all"
-        inputs = self.reuse.inputs(image, image.platforms or (None,), keep=keep) if options.push else None
+        # The walk that makes it keeps the context's tar for the build (snapshot.py).
         if image.platforms:
+            with self._registry_work:
+                inputs = self.reuse.inputs(image, image.platforms, keep="all") if options.push else None
             return self._release_platforms(image, inputs)
+        inputs = None
         try:
-            digest = inputs.digests[0] if inputs else None
-            if digest and options.skip_unchanged and self.reuse.find_same(image, digest):
-                self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
-                return self._push_all(image, time.monotonic())
+            if options.push and options.skip_unchanged:
+                with self._registry_work:  # a tar kept while the image waits for its slot is a small one
+                    inputs = self.reuse.inputs(image, keep="memory")
+                    if inputs and self.reuse.find_same(image, inputs.digests[0]):
+                        self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
+                        return self._push_all(image, time.monotonic())
             self.schedule.slot(image)
             started = self._start(image)
             if started is None:
                 return False
+            if options.push and not options.skip_unchanged:  # walked with the slot held: builds bound the tars kept
+                inputs = self.reuse.inputs(image, keep="all")
+            digest = inputs.digests[0] if inputs else None
             result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
                 extra_labels={INPUTS_LABEL: digest} if digest else None, builder=options.builder,
@@ -276,6 +286,11 @@ class Release:
             result.status, result.error = "skipped", f"{held}; not pushed"
             self.emit(ImageSkipped(image=image.name, reason=result.error))
             return False
+        with self._registry_work:  # taken after the wait: a holder never waits for another image
+            return self._publish(image, started)
+
+    def _publish(self, image: PlannedImage, started: float) -> bool:
+        result = self.results[image.name]
         first = (image.floating_tags or image.tags or (None,))[0]
         result.previous_size = self.publisher.stored_size(first) if first else None
         failed = []

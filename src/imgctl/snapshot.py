@@ -24,7 +24,8 @@ from typing import IO
 from imgctl.context import CHUNK, END_OF_ARCHIVE, CheckedContext, tar_chunks, tar_header
 from imgctl.ignorefile import clean
 
-SPOOL_MEMORY = 8 << 20  # per context; a release builds a few at once
+SPOOL_MEMORY = 8 << 20  # per context being built; a release builds a few at once
+SPOOL_WAITING = 1 << 20  # per context hashed for --skip-unchanged: it may wait for a build slot
 
 
 class Snapshot:
@@ -70,7 +71,7 @@ def snapshot(
 ) -> Snapshot:
     """Walk the context once: the inputs digest for each (build facts, base digests) of `facts`
     (a multi-platform image has one per platform), and the tar, kept as `keep` says: "all",
-    "memory" (kept only if it fits in SPOOL_MEMORY) or "none". Raises BuildFailed for a context the build
+    "memory" (kept only if it fits in SPOOL_WAITING) or "none". Raises BuildFailed for a context the build
     could not send, naming the path."""
     checked = CheckedContext(Path(context), dockerfile)
     digests = [_start(dockerfile, args, bases) for args, bases in facts]
@@ -111,7 +112,7 @@ class _Spool:
         self.size += len(data)
         if not self.kept:
             return
-        if self._file is None and self.size > SPOOL_MEMORY:
+        if self._file is None and self.size > (SPOOL_MEMORY if self._spill else SPOOL_WAITING):
             if not self._spill:
                 self.kept, self._memory = False, None
                 return

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import requests
 
 CERTS_D = Path("/etc/docker/certs.d")
-POOL_SIZE = 16  # floating tags and verifications run several requests to one registry at once
+POOL_SIZE = 16  # connections kept per registry: run.py lets as many images use it at once
 
 
 def _hostname(host: str) -> str:
