@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from imgctl import refs
-from imgctl.config import ImageConfig, TagSpec
+from imgctl.config_fields import TagSpec
+from imgctl.config_image import ImageConfig
 
 tags = st.from_regex(refs.TAG_RE, fullmatch=True)
 variables = st.sampled_from(refs.TEMPLATE_VARIABLES)

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from imgctl import refs
-from imgctl.config import Config, LoadedConfig, RegistryConfig, TagSpec, find_cycle, format_loc
+from imgctl.config import Config, LoadedConfig, RegistryConfig
+from imgctl.config_fields import TagSpec
+from imgctl.config_problems import format_loc
+from imgctl.graph import find_cycle
 from imgctl.dockerfile import base_images, split_reference
 from imgctl.errors import ConfigError, UsageError
 from imgctl.buildsecrets import AgentSource, SecretSource
