@@ -1,39 +1,30 @@
 """Pure planning: config + facts + options become an immutable, ordered release plan.
 
 Nothing here talks to the engine or the network; Dockerfiles are read through a function passed in.
+What the templates become (tags, build args) is plan_tags.py's; the walks of the dependency graph
+(cycles, --only, order) are graph.py's.
 """
 
 from __future__ import annotations
 
-import functools
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgctl import graph as graphs
 from imgctl import refs
-from imgctl.config import Config, LoadedConfig, RegistryConfig
+from imgctl.buildsecrets import AgentSource, SecretSource
+from imgctl.config import Config, LoadedConfig
 from imgctl.config_fields import TagSpec
 from imgctl.config_problems import format_loc
-from imgctl.graph import find_cycle
 from imgctl.dockerfile import base_images, split_reference
 from imgctl.errors import ConfigError, UsageError
-from imgctl.buildsecrets import AgentSource, SecretSource
 from imgctl.facts import Facts
+from imgctl.plan_tags import PlannedTag, TagKinds, Target, Templates, targets_of
 from imgctl.platforms import Platform, parse_list
 
 OCI = "org.opencontainers.image."
-
-_MISSING_HINTS = {
-    "version": "pass --version X.Y.Z (or run on a git tag vX.Y.Z, or use --nightly)",
-    "major": "pass --version X.Y.Z",
-    "minor": "pass --version X.Y.Z",
-    "patch": "pass --version X.Y.Z",
-    "git_sha": "run inside a git repository with a commit, or set GITHUB_SHA",
-    "git_short_sha": "run inside a git repository with a commit, or set GITHUB_SHA",
-    "branch": "check out a branch (not a detached HEAD), or set GITHUB_REF_NAME",
-}
 
 
 @dataclass(frozen=True)
@@ -48,45 +39,6 @@ class Options:
     builder: str = "auto"  # "classic" or "buildkit"; auto: BuildKit where the engine has it (decided at the release)
     platforms: tuple[Platform, ...] = ()  # --platform: every image's, for this run
     stage: str = "all"  # or "platform-job" (push platforms, move no tag) or "merge" (build no multi-platform image)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A registry to push to, with the names of the variables holding its credentials."""
-
-    key: str
-    host: str
-    namespace: str
-    username_env: str | None
-    password_env: str | None
-
-
-@dataclass(frozen=True)
-class PlannedTag:
-    target: str  # Target.key
-    host: str
-    repository: str  # as the engine names it: host/namespace/name
-    api_path: str  # as the registry's HTTP API names it: namespace/name
-    tag: str
-    floating: bool
-
-    @property
-    def reference(self) -> str:
-        return f"{self.repository}:{self.tag}"
-
-
-class TagKinds:
-    """The immutable and the floating ones of an image's `tags` (for a release or a promotion)."""
-
-    tags: tuple[PlannedTag, ...]
-
-    @property
-    def immutable_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if not t.floating)
-
-    @property
-    def floating_tags(self) -> tuple[PlannedTag, ...]:
-        return tuple(t for t in self.tags if t.floating)
 
 
 @dataclass(frozen=True)
@@ -125,116 +77,22 @@ class Plan:
     def image(self, name: str) -> PlannedImage:
         return next(i for i in self.images if i.name == name)
 
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        """Each image's dependencies, in the plan's order (dependencies first)."""
+        return {image.name: image.depends_on for image in self.images}
+
     def groups(self) -> list[list[str]]:
         """Images that can be released apart: the connected parts of the dependency graph."""
-        parent = {image.name: image.name for image in self.images}
-
-        def root(name: str) -> str:
-            while parent[name] != name:
-                name = parent[name]
-            return name
-
-        for image in self.images:
-            for dep in image.depends_on:
-                parent[root(image.name)] = root(dep)
-        out: dict[str, list[str]] = {}
-        for image in self.images:
-            out.setdefault(root(image.name), []).append(image.name)
-        return list(out.values())
+        return graphs.groups(self.graph())
 
     def build_order(self) -> dict[str, int]:
-        """The rank of each image (0 first) for when more are ready to build than there are slots.
-
-        The longest chain of images still to build after it goes first: that chain bounds when the
-        release can end. Then the one with more images waiting on it, then the plan's order.
-        """
-        children: dict[str, list[str]] = {image.name: [] for image in self.images}
-        for image in self.images:
-            for dep in image.depends_on:
-                children[dep].append(image.name)
-        height: dict[str, int] = {}
-        below: dict[str, set[str]] = {}
-        for image in reversed(self.images):  # the plan lists dependencies first
-            kids = children[image.name]
-            height[image.name] = 1 + max((height[k] for k in kids), default=-1)
-            below[image.name] = set(kids).union(*(below[k] for k in kids))
-        position = {image.name: i for i, image in enumerate(self.images)}
-        ranked = sorted(position, key=lambda name: (-height[name], -len(below[name]), position[name]))
-        return {name: rank for rank, name in enumerate(ranked)}
+        """The rank of each image (0 first) for when more are ready to build than there are slots:
+        the longest chain still to build after it first (see graph.build_order)."""
+        return graphs.build_order(self.graph())
 
     def levels(self) -> list[list[str]]:
         """Images grouped by depth in the dependency graph: each level needs only earlier ones."""
-        depth: dict[str, int] = {}
-        for image in self.images:
-            depth[image.name] = 1 + max((depth[d] for d in image.depends_on if d in depth), default=-1)
-        out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for image in self.images:
-            out[depth[image.name]].append(image.name)
-        return out
-
-
-def template_values(facts: Facts, target: Target, name: str) -> dict[str, str | None]:
-    v = facts.version
-    return {
-        "version": v.text if v else None,
-        "major": str(v.major) if v else None,
-        "minor": str(v.minor) if v else None,
-        "patch": str(v.patch) if v else None,
-        "git_sha": facts.git_sha,
-        "git_short_sha": facts.git_sha[:7] if facts.git_sha else None,
-        "branch": facts.branch,
-        "date": facts.date,
-        "registry": target.host,
-        "namespace": target.namespace,
-        "name": name,
-    }
-
-
-# Pure, and a config of a thousand images repeats a handful of templates: each is parsed once.
-_template_variables = functools.lru_cache(maxsize=1024)(refs.template_variables)
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_floating(template: str) -> bool:
-    """A tag that names no immutable variable moves from release to release."""
-    return not (set(_template_variables(template)) & refs.IMMUTABLE_VARIABLES)
-
-
-def _fill(template: str, values: dict[str, str | None], where: str, texts: dict[str, str] | None = None) -> str:
-    """`template` rendered; `texts` is `values` with "" for None, when the caller has it at hand."""
-    names = _template_variables(template)
-    missing = [n for n in names if values.get(n) is None]
-    if missing:
-        name = missing[0]
-        raise UsageError(
-            f"{where}: {template!r} needs {{{name}}}, and no value was given",
-            hint=_MISSING_HINTS.get(name, "give a value for it"),
-        )
-    return refs.render(template, texts if texts is not None else {k: v or "" for k, v in values.items()})
-
-
-class _Values:
-    """The template values of one target, worked out once for all the images (each only adds its name)."""
-
-    def __init__(self, facts: Facts, target: Target, *, for_tags: bool) -> None:
-        self.values = template_values(facts, target, "")
-        if for_tags and self.values["branch"]:
-            self.values["branch"] = refs.sanitize_tag_part(self.values["branch"])
-        self.texts = {k: v or "" for k, v in self.values.items()}
-
-    def of(self, name: str) -> tuple[dict[str, str | None], dict[str, str]]:
-        return self.values | {"name": name}, self.texts | {"name": name}
-
-
-def targets_of(config: Config) -> tuple[Target, ...]:
-    def one(reg: RegistryConfig) -> Target:
-        auth = reg.auth
-        return Target(
-            key=reg.key, host=reg.url, namespace=reg.namespace,
-            username_env=auth.username_env if auth else None, password_env=auth.password_env if auth else None,
-        )
-
-    return tuple(one(reg) for reg in config.targets())
+        return graphs.levels(self.graph())
 
 
 def make_plan(
@@ -249,47 +107,17 @@ def make_plan(
     version = facts.version
     prerelease = bool(version and version.is_prerelease)
 
-    arg_values = {t.key: _Values(facts, t, for_tags=False) for t in targets}
-    tag_values = {t.key: _Values(facts, t, for_tags=True) for t in targets}
+    templates = Templates(facts, targets, prerelease=prerelease)
     rendered: dict[str, dict[str, Any]] = {}
     for index, image in enumerate(config.images):
         image_targets = [by_key[k] for k in image.registries] if image.registries else list(targets)
         where = format_loc(("images", index))
-        build_args: dict[str, str] = {}
-        labels: dict[str, str] = {}
-        cache_from: tuple[str, ...] = ()
-        if image.build_args or image.labels or image.cache_from:
-            values, texts = arg_values[image_targets[0].key].of(image.name)
-            build_args = {k: _fill(v, values, f"{where}.build_args.{k}", texts) for k, v in image.build_args.items()}
-            labels = {k: _fill(v, values, f"{where}.labels.{k}", texts) for k, v in image.labels.items()}
-            cache_from = tuple(_fill(v, values, f"{where}.cache_from[{i}]", texts) for i, v in enumerate(image.cache_from))
+        inputs = templates.build_inputs(image, image_targets[0], where)
         entries: Sequence[str | TagSpec] = config.nightly_tags if options.nightly else image.tags
         field_name = "nightly_tags" if options.nightly else f"{where}.tags"
-        tags: list[PlannedTag] = []
-        held: list[PlannedTag] = []
-        references: set[str] = set()
-        for target in image_targets:
-            values, texts = tag_values[target.key].of(image.name)
-            repository = refs.full_repository(target.host, target.namespace, image.name)
-            api_path = refs.repository_path(target.host, target.namespace, image.name)
-            for tag_index, entry in enumerate(entries):
-                template = entry.tag if isinstance(entry, TagSpec) else entry
-                text = _fill(template, values, f"{field_name}[{tag_index}]", texts)
-                if not refs.TAG_RE.match(text):
-                    raise ConfigError(f"{field_name}[{tag_index}]: {template!r} renders to {text!r}, which is not a valid Docker tag")
-                floating = entry.floating if isinstance(entry, TagSpec) else _is_floating(template)
-                planned = PlannedTag(
-                    target=target.key, host=target.host, repository=repository, api_path=api_path,
-                    tag=text, floating=floating,
-                )
-                if len(repository) > refs.MAX_REPOSITORY_LENGTH:
-                    raise ConfigError(f"{where}.name: repository {repository!r} is longer than 255 characters")
-                if planned.reference in references:
-                    continue  # e.g. "{version}" and "{major}.{minor}.{patch}" render alike
-                references.add(planned.reference)
-                (held if floating and prerelease else tags).append(planned)
-        rendered[image.name] = {"config": image, "build_args": build_args, "labels": labels, "tags": tags, "held": held,
-                                "cache_from": cache_from}
+        tags, held = templates.tags(image.name, entries, image_targets, field_name=field_name, where=where)
+        rendered[image.name] = {"config": image, "build_args": inputs.build_args, "labels": inputs.labels, "tags": tags,
+                                "held": held, "cache_from": inputs.cache_from}
 
     repos = {
         (t.host if not refs.is_docker_hub(t.host) else "docker.io", t.api_path): name
@@ -311,12 +139,12 @@ def make_plan(
         inferred[name] = found
 
     graph = {name: list(dict.fromkeys(list(r["config"].depends_on) + inferred[name])) for name, r in rendered.items()}
-    cycle = find_cycle(graph)
+    cycle = graphs.find_cycle(graph)
     if cycle:
         raise ConfigError(f"dependency cycle (FROM lines included): {' -> '.join(cycle)}")
 
     selected = _select(graph, options)
-    order = _topological(graph, [i.name for i in config.images], selected)
+    order = graphs.topological(graph, [i.name for i in config.images], selected)
     oci = _oci_labels(config, facts)
     contexts: dict[str, Path] = {}
     images = []
@@ -417,40 +245,4 @@ def _select(graph: dict[str, list[str]], options: Options) -> set[str]:
     unknown = [n for n in options.only if n not in graph]
     if unknown:
         raise UsageError(f"--only {unknown[0]}: no such image", hint=f"Images: {', '.join(graph)}")
-    chosen = set(options.only)
-    if options.with_deps:
-        stack = list(chosen)
-        while stack:
-            for dep in graph[stack.pop()]:
-                if dep not in chosen:
-                    chosen.add(dep)
-                    stack.append(dep)
-    return chosen
-
-
-def _topological(graph: dict[str, list[str]], config_order: list[str], selected: set[str]) -> list[str]:
-    """Dependencies first; otherwise the order of the config file.
-
-    Each step takes the first image in config order whose dependencies are all placed: Kahn's
-    algorithm with the ready images in a heap by config position, O(n log n). (It was the same
-    rule as a scan of the remaining images from the start after each step: O(n²).)
-    """
-    position = {name: i for i, name in enumerate(config_order) if name in selected}
-    waiting = {name: 0 for name in position}  # dependencies not yet placed
-    dependents: dict[str, list[str]] = {name: [] for name in position}
-    for name in position:
-        for dep in dict.fromkeys(graph[name]):
-            if dep in position:
-                waiting[name] += 1
-                dependents[dep].append(name)
-    ready = [position[name] for name in position if not waiting[name]]
-    heapq.heapify(ready)
-    done: list[str] = []
-    while ready:
-        name = config_order[heapq.heappop(ready)]
-        done.append(name)
-        for child in dependents[name]:
-            waiting[child] -= 1
-            if not waiting[child]:
-                heapq.heappush(ready, position[child])
-    return done
+    return graphs.with_dependencies(graph, options.only) if options.with_deps else set(options.only)
