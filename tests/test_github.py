@@ -11,18 +11,10 @@ import pytest
 import yaml
 
 from imgctl import events as ev
-from imgctl.render.github import (
-    GitHubRenderer,
-    add_masks,
-    dockerfile_line,
-    escape_data,
-    escape_property,
-    output_key,
-    release_outputs,
-    step_summary,
-    workflow_command,
-    write_outputs,
-)
+from imgctl.render.github import GitHubRenderer
+from imgctl.render.github_annotations import dockerfile_line
+from imgctl.render.github_commands import add_masks, escape_data, escape_property, workflow_command
+from imgctl.render.github_outputs import output_key, release_outputs, step_summary, write_outputs
 from imgctl.render.plain import PlainRenderer
 from imgctl.results import ImageResult, ReleaseResult, TagResult
 from tests.conftest import unique, write_base_context, write_context

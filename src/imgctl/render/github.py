@@ -1,9 +1,10 @@
-"""GitHub Actions: log groups, error annotations, secret masks, step outputs and the job summary.
+"""GitHub Actions: the renderer that groups each image's log and annotates failures, and what
+the command line sets up for it (the secrets to mask, the Dockerfiles to point at).
 
-Everything here writes GitHub's *workflow commands* (`::group::`, `::error ...::`, `::add-mask::`)
-or appends to the files the runner names in `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY`. Nothing
-here changes what a release does; off GitHub (GITHUB_ACTIONS is not `true`) the renderer only
-passes events through.
+Everything GitHub reads is a *workflow command* (github_commands.py) or a line appended to the
+files the runner names in `$GITHUB_OUTPUT` and `$GITHUB_STEP_SUMMARY` (github_outputs.py); the
+annotations are github_annotations.py's. Nothing here changes what a release does; off GitHub
+(GITHUB_ACTIONS is not `true`) the renderer only passes events through.
 
 Log groups and concurrent builds
 --------------------------------
@@ -18,51 +19,32 @@ without expanding anything. The alternative (opening a group at the first line o
 closing it when another image speaks) would make one fragment of a group per switch between
 images: unreadable with two builds running. Events after an image's group is closed (the floating
 tags, pushed one at a time once every image has succeeded) pass straight through.
-
-Output names
-------------
-`<name>-digest` per image: step output names may hold only letters, digits, `-` and `_`, so every
-other character of the image name (`/` and `.`) becomes `_`: image `team/web.app` gives output
-`team_web_app-digest`. Names that start with a digit need the index syntax:
-`steps.release.outputs['1app-digest']`. If two images map to the same key, neither is written
-(read the `digests` map instead).
 """
 
 from __future__ import annotations
 
-import html
-import json
-import os
-import re
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from imgctl import events as ev
 from imgctl.auth import redact
-from imgctl.dockerfile import instructions, logical_lines
-from imgctl.results import DONE
-from imgctl.units import human_bytes
+from imgctl.render import github_annotations
+from imgctl.render.github_commands import add_masks, on_github_actions, workflow_command
+from imgctl.render.github_outputs import write_outputs
 
 if TYPE_CHECKING:
     from imgctl.plan import Plan
-    from imgctl.results import ReleaseResult
 
+# What render/select.py sets GitHub Actions up with: add_masks and write_outputs are defined in
+# github_commands.py and github_outputs.py, and reached from here with the rest.
 __all__ = [
     "GitHubRenderer",
     "add_masks",
-    "dockerfile_line",
     "dockerfiles_for",
-    "escape_data",
-    "escape_property",
     "on_github_actions",
-    "output_key",
-    "release_outputs",
     "secrets_for",
-    "step_summary",
-    "workflow_command",
     "write_outputs",
 ]
 
@@ -72,43 +54,6 @@ MAX_BUFFERED = 10_000
 # Intermediate layer statuses: the plain renderer throttles "Pushing" by wall-clock time, so
 # replayed later they would print one meaningless fraction per layer; the others print nothing.
 _TRANSIENT_LAYER_STATUS = frozenset({"Pushing", "Preparing", "Waiting"})
-_ANNOTATION_TAIL = 10
-# Tag statuses whose reference the registry holds, confirmed, after the release: "unchanged" is a
-# re-run that found this very image already there under that tag (nothing needed pushing).
-IN_REGISTRY = ("pushed", "unchanged")
-
-
-def on_github_actions(environ: Mapping[str, str]) -> bool:
-    return environ.get("GITHUB_ACTIONS") == "true"
-
-
-# -- workflow commands -------------------------------------------------------------------------
-
-
-def escape_data(value: str) -> str:
-    """The message of a workflow command: `%`, CR and LF are escaped (as @actions/core does)."""
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(value: str) -> str:
-    """A property value of a workflow command: also `:` and `,`, which would end the value."""
-    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
-
-
-def workflow_command(name: str, message: str = "", **properties: str | int | None) -> str:
-    """One `::name k=v,k=v::message` line (no newline); properties that are None are left out."""
-    props = ",".join(f"{key}={escape_property(str(value))}" for key, value in properties.items() if value is not None)
-    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
-
-
-def add_masks(secrets: Iterable[str], out: TextIO) -> None:
-    """Ask the runner to mask each secret in the rest of the job's log (empty values are skipped)."""
-    seen: set[str] = set()
-    for secret in secrets:
-        if secret and secret not in seen:
-            seen.add(secret)
-            out.write(workflow_command("add-mask", secret) + "\n")
-    out.flush()
 
 
 # -- what the plan knows ---------------------------------------------------------------------
@@ -122,46 +67,6 @@ def dockerfiles_for(plan: Plan) -> dict[str, Path]:
 def secrets_for(plan: Plan, environ: Mapping[str, str]) -> list[str]:
     """The registry passwords/tokens the plan's targets will read from the environment."""
     return [environ[t.password_env] for t in plan.targets if t.password_env and environ.get(t.password_env)]
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.split())
-
-
-def dockerfile_line(dockerfile: str, step: int, total: int, instruction: str, *, buildkit: bool = False) -> int | None:
-    """The line where build step `step`/`total` (`instruction`) starts, or None if unsure.
-
-    The classic builder numbers every instruction from the top, ARGs before FROM included; a
-    `--target` cuts the stages after it, and the image's labels are appended as extra LABEL steps
-    (so `total` says little). Step N is the N-th instruction when that instruction reads the same
-    as the step; with BuildKit's numbering, the only instruction that reads the same. Anything else
-    (a label step, heredocs, a Dockerfile changed since, an unusual escape) gives None rather than a
-    wrong line.
-    """
-    found = instructions(dockerfile)
-    if not (1 <= step <= min(total, len(found))):
-        return None
-    if len(logical_lines(dockerfile)) != len(found):
-        return None  # the two readings disagree: do not guess
-    wanted = _normal(instruction).casefold()
-    if buildkit:
-        # BuildKit numbers only the instructions that run (not FROM, ARG, ENV, LABEL...), stage by
-        # stage: the one instruction that reads the same, if there is exactly one.
-        same = [line for line, text in found if _normal(text).casefold() == wanted]
-        return same[0] if len(same) == 1 else None
-    line, text = found[step - 1]
-    return line if _normal(text).casefold() == wanted else None
-
-
-def _annotation_path(path: Path, environ: Mapping[str, str]) -> str:
-    """Annotations name files relative to the repository's root (the workspace)."""
-    for root in (environ.get("GITHUB_WORKSPACE"), os.getcwd()):
-        if root:
-            try:
-                return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
-            except ValueError:
-                continue
-    return str(path)
 
 
 # -- the renderer ----------------------------------------------------------------------------
@@ -293,150 +198,12 @@ class GitHubRenderer:
         if isinstance(event, ev.ImageFailed):
             self._write(self.error_annotation(event))
         elif isinstance(event, ev.Warning):
-            title = f"imgctl: {event.image}" if event.image else "imgctl"
-            self._write(workflow_command("warning", redact(event.message), title=title))
+            self._write(github_annotations.warning_annotation(event))
 
     def error_annotation(self, event: ev.ImageFailed) -> str:
         """The `::error` line for a failed image, pointing at the Dockerfile line when known."""
         image = event.image or "?"
-        file: str | None = None
-        line: int | None = None
-        title = f"imgctl: {image} failed ({event.stage})"
-        path = self.dockerfiles.get(image)
-        step = self._steps.get(image) if event.stage == "build" else None
-        if path is not None and event.stage == "build":
-            file = _annotation_path(path, self.environ)
-            if step is not None:
-                title += f" at step {step.step}/{step.total}"
-                try:
-                    text = Path(path).read_text(encoding="utf-8", errors="replace")
-                except OSError:
-                    text = None
-                if text is not None:
-                    line = dockerfile_line(text, step.step, step.total, step.instruction, buildkit=self.buildkit)
-        message = event.error
-        tail = [t for t in event.output[-_ANNOTATION_TAIL:] if t.strip()]
-        if tail:
-            message += "\n" + "\n".join(tail)
-        return workflow_command("error", redact(message), file=file, line=line, title=redact(title))
-
-
-# -- step outputs and the job summary --------------------------------------------------------
-
-
-def output_key(name: str) -> str:
-    """A step output name for an image: characters other than letters, digits, - and _ become _."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
-
-
-def _pushed(result: ReleaseResult) -> list[tuple[str, str, str]]:
-    """(image, reference, digest) of every tag pushed and confirmed (or found already there)."""
-    return [
-        (image.name, tag.reference, tag.digest)
-        for image in result.images for tag in image.tags
-        if tag.status in IN_REGISTRY and tag.digest
-    ]
-
-
-def release_outputs(result: ReleaseResult) -> dict[str, str]:
-    """The step outputs: `digests`, `tags` and `<name>-digest` per image with a pushed tag, and
-    `platforms` (image -> platform -> its digest and size) for multi-platform images.
-
-    "Pushed" includes tags a re-run found unchanged in the registry: they name the same digest.
-    Tags only built, held back, failed or never reached are left out.
-    """
-    pushed = _pushed(result)
-    outputs = {
-        "digests": json.dumps({ref: digest for _, ref, digest in pushed}, sort_keys=True),
-        "tags": json.dumps([ref for _, ref, _ in pushed]),
-    }
-    platforms = {
-        image.name: {p.platform: {"digest": p.digest, "size": p.size} for p in image.platforms}
-        for image in result.images if image.platforms and image.status == "released"
-    }
-    if platforms:
-        outputs["platforms"] = json.dumps(platforms, sort_keys=True)
-    keys: dict[str, list[str]] = {}
-    for image in result.images:
-        keys.setdefault(output_key(image.name) + "-digest", []).append(image.name)
-    for key, names in keys.items():
-        if len(names) != 1 or key in outputs:
-            continue  # two images map to one key: neither is written
-        digests = sorted({digest for name, _, digest in pushed if name == names[0]})
-        if digests:
-            # one digest in practice; should registries ever disagree, every one, space-separated
-            outputs[key] = " ".join(digests)
-    return outputs
-
-
-def _append_outputs(path: str, outputs: Mapping[str, str]) -> None:
-    with open(path, "a", encoding="utf-8") as file:
-        for key, value in outputs.items():
-            delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
-            while delimiter in value or delimiter in key:
-                delimiter = f"ghadelimiter_{uuid.uuid4().hex}"
-            file.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
-
-
-def _cell(text: str) -> str:
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-
-
-def _code(text: str) -> str:
-    return f"`{text}`" if "`" not in text else _cell(text)
-
-
-_TAG_MARK = {
-    "pushed": "pushed", "unchanged": "unchanged, already there", "built": "built, not pushed", "held": "held back",
-    "failed": "FAILED", "pending": "not pushed",
-}
-
-
-def step_summary(result: ReleaseResult) -> str:
-    """Markdown for the job summary: one table row per image, then held-back floating tags."""
-    done = sum(1 for i in result.images if i.status in DONE)
-    verdict = "interrupted" if result.interrupted else ("succeeded" if result.ok else "failed")
-    lines = [
-        f"### imgctl release {verdict}: {done}/{len(result.images)} images done",
-        "",
-        "| Image | Tags | Digest | Size | Result |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for image in result.images:
-        tags = "<br>".join(f"{_code(t.reference)} ({_TAG_MARK.get(t.status, t.status)})" for t in image.tags) or "-"
-        digests = sorted({t.digest for t in image.tags if t.digest and t.status in IN_REGISTRY})
-        digest = "<br>".join(_code(d) for d in digests) or "-"
-        size = human_bytes(image.size) if image.size else "-"
-        outcome = image.status
-        if image.status == "failed":
-            outcome = f"**failed** ({image.stage or '?'}): {image.error or ''}"
-        elif image.status in ("skipped", "interrupted") and image.error:
-            outcome = f"{image.status}: {image.error}"
-        outcome = redact(outcome if len(outcome) <= 300 else outcome[:297] + "...")
-        lines.append(f"| {_cell(image.name)} | {tags} | {digest} | {size} | {_cell(outcome)} |")
-    lines.append("")
-    if result.floating.startswith("held back"):
-        held = [t.reference for i in result.images for t in i.tags if t.status == "held"]
-        refs = ", ".join(_code(r) for r in held) or "-"
-        reason = result.floating.removeprefix("held back").lstrip(": ")
-        lines.append(f"Floating tags held back ({_cell(reason)}), still pointing where they did: {refs}")
-        lines.append("")
-    if result.retries:
-        lines.append(f"Retries used: {result.retries}")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(result: ReleaseResult, environ: Mapping[str, str]) -> dict[str, str]:
-    """Append the step outputs to $GITHUB_OUTPUT and the summary to $GITHUB_STEP_SUMMARY.
-
-    Each is written only if its variable is set (the runner sets both). Values use the
-    multi-line-safe `name<<DELIMITER` form with a random delimiter. Returns the outputs.
-    """
-    outputs = release_outputs(result)
-    if environ.get("GITHUB_OUTPUT"):
-        _append_outputs(environ["GITHUB_OUTPUT"], outputs)
-    if environ.get("GITHUB_STEP_SUMMARY"):
-        with open(environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as file:
-            file.write(step_summary(result))
-    return outputs
+        return github_annotations.error_annotation(
+            event, dockerfile=self.dockerfiles.get(image), step=self._steps.get(image), environ=self.environ,
+            buildkit=self.buildkit,
+        )
