@@ -48,6 +48,7 @@ class Pulls:
         self.cancelled = cancelled
         self._done: set[str] = set()
         self._lock = threading.Lock()
+        self._pulling: dict[str, threading.Event] = {}  # reference -> set once its one pull of the run ended
 
     def refresh(self, image: str, bases: list[str], creds_for: Callable[[str], Credentials | None]) -> None:
         """Pull the newest of each base, once per run; a base that cannot be pulled is a warning
@@ -68,6 +69,23 @@ class Pulls:
                     continue
                 self._done.add(reference)
             self.engine.pull(reference, creds_for(reference))
+
+    def pull_once(self, image: str, reference: str, creds: Credentials | None, *, what: str) -> None:
+        """pull(), once per run for each reference: the images FROM one base ask at once, and
+        wait for the first one's pull rather than each pulling it again."""
+        with self._lock:
+            done = self._pulling.get(reference)
+            first = done is None
+            if first:
+                done = self._pulling[reference] = threading.Event()
+        assert done is not None
+        if not first:
+            done.wait()
+            return
+        try:
+            self.pull(image, reference, creds, what=what)
+        finally:
+            done.set()
 
     def pull(self, image: str, reference: str, creds: Credentials | None, *, what: str) -> None:
         host, path = split_reference(reference)

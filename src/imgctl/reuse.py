@@ -142,7 +142,7 @@ class Reuse:
             for base in image.bases:
                 tag = next((t for t in self.plan.image(dep).tags if split_reference(t.reference) == split_reference(base)), None)
                 if tag and self.engine.local_image_id(base) is None:
-                    self.pulls.pull(image.name, base, self.registries.creds(tag.target), what="pull the reused base")
+                    self.pulls.pull_once(image.name, base, self.registries.creds(tag.target), what="pull the reused base")
 
     def _fetch_reused_platforms(self, image: PlannedImage, dep: PlannedImage) -> None:
         """Each platform of a reused multi-platform base, pulled by its digest and tagged locally
@@ -152,8 +152,8 @@ class Reuse:
             local = platform_tag(tag, platform)
             if found.digest is None or self.engine.local_image_id(local.reference) is not None:
                 continue
-            self.pulls.pull(image.name, f"{tag.repository}@{found.digest}", self.registries.creds(tag.target),
-                            what="pull the reused base")
+            self.pulls.pull_once(image.name, f"{tag.repository}@{found.digest}", self.registries.creds(tag.target),
+                                 what="pull the reused base")
             if found.image_id and self.engine.local_image_id(found.image_id):
                 for each in dep.tags:
                     self.engine.tag(found.image_id, platform_tag(each, platform))

@@ -145,7 +145,6 @@ class Release:
             self._refresh_bases(image)
         if image.cache_from and options.builder == "classic":  # the classic builder uses local images only
             self.pulls.cache(image.name, list(image.cache_from), self.registries.creds_for)
-        self.reuse.fetch_reused_bases(image)
         # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
         # The walk that makes it keeps the context's tar for the build (snapshot.py).
         if image.platforms:
@@ -157,9 +156,11 @@ class Release:
             if options.push and options.skip_unchanged:
                 with self._registry_work:  # a tar kept while the image waits for its slot is a small one
                     inputs = self.reuse.inputs(image, keep="memory")
-                    if inputs and self.reuse.find_same(image, inputs.digests[0]):
-                        self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
-                        return self._push_all(image, time.monotonic())
+                    same = bool(inputs and self.reuse.find_same(image, inputs.digests[0]))
+                if same:
+                    self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
+                    return self._push_all(image, time.monotonic())
+            self.reuse.fetch_reused_bases(image)  # only now: an image reused itself needs no base locally
             self.schedule.slot(image)
             started = self._start(image)
             if started is None:
@@ -211,6 +212,7 @@ class Release:
             if digests and self.plan.options.skip_unchanged and self.reuse.find_same_index(image, digests):
                 self.schedule.withdraw(image)
                 return self._push_all(image, time.monotonic())
+            self.reuse.fetch_reused_bases(image)
             result = self.results[image.name]
             started = self._start(image)
             if started is None:
