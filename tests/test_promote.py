@@ -21,7 +21,8 @@ import yaml
 from imgctl import api
 from imgctl.events import Event, TagAdded, Verified
 from imgctl.plan import Options
-from imgctl.promote import BlobCopied, SourceMissing, SourceResolved, plan_promotion, promote, promotion_text
+from imgctl.promote import BlobCopied, SourceMissing, SourceResolved, promote
+from imgctl.promote_plan import plan_promotion, promotion_text
 from imgctl.retry import RetryPolicy
 from tests.conftest import AUTH_PASSWORD, AUTH_USER, unique, write_base_context, write_context
 from tests.support.faultproxy import FaultProxy, Rule

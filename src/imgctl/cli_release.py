@@ -111,7 +111,7 @@ def promote(
     """Point a version's tags at the images an earlier release pushed (1.4.0-rc.2 -> 1.4.0, 1.4, latest), without building."""
     from imgctl import api
     from imgctl.plan import Options
-    from imgctl.promote import plan_promotion, promotion_text
+    from imgctl.promote_plan import plan_promotion, promotion_text
 
     loaded = api.load(config)
     plan_from = api.plan(loaded, version=from_version, options=Options())
