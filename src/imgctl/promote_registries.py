@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from imgctl.auth import Credentials, find_credentials
@@ -29,21 +30,18 @@ class SourceMissing(ImgctlError):
     """An image's source tag is not in the registry: nothing was moved."""
 
 
+@dataclass
 class PromotionRegistries:
     """One client per registry the promotion reads or writes, made and checked by connect()."""
 
-    def __init__(
-        self, promotion: Promotion, emit: Callable[[Event], None], policy: RetryPolicy, environ: dict[str, str] | None,
-        cancelled: threading.Event, insecure: Callable[[], frozenset[str]] | None,
-    ) -> None:
-        self.promotion = promotion
-        self.policy = policy
-        self.environ = environ
-        self.cancelled = cancelled
-        self.insecure = insecure
-        self.emit = emit  # safe to call from several threads
-        self._insecure: frozenset[str] | None = None
-        self._clients: dict[str, RegistryClient] = {}
+    promotion: Promotion
+    emit: Callable[[Event], None]  # safe to call from several threads
+    policy: RetryPolicy
+    environ: dict[str, str] | None
+    cancelled: threading.Event
+    insecure: Callable[[], frozenset[str]] | None  # which registries not on loopback speak plain HTTP
+    _insecure: frozenset[str] | None = field(default=None, init=False, repr=False)  # asked once, when first needed
+    _clients: dict[str, RegistryClient] = field(default_factory=dict, init=False, repr=False)
 
     def retrying(self, image: str | None, host: str) -> Callable[[str, Callable[[], T]], T]:
         def run(what: str, operation: Callable[[], T]) -> T:
