@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from imgctl import events as ev
+from imgctl import streams
 from imgctl.render.github import GitHubRenderer
 from imgctl.render.github_annotations import dockerfile_line
 from imgctl.render.github_commands import add_masks, escape_data, escape_property, workflow_command
@@ -73,8 +74,8 @@ def recorded_build(fixture: str, image: str) -> tuple[str, list[ev.Event], ev.Im
 
     records = [json.loads(line) for line in (STREAMS / fixture).read_text().splitlines()]
     header, chunks = records[0], records[1:]
-    decoder = ev.JsonStreamDecoder()
-    parser = ev.BuildStreamParser(image)
+    decoder = streams.JsonStreamDecoder()
+    parser = streams.BuildStreamParser(image)
     events: list[ev.Event] = [ev.ImageStarted(image=image)]
     for chunk in chunks:
         for record in decoder.feed(chunk["text"]):

@@ -346,6 +346,11 @@ def test_the_promote_command(tmp_path: Path, registry: RegistryServer, imgctl) -
     assert {e["reference"] for e in run.of_type("source_resolved")} == {f"{registry.host}/{ns}/{n}:{RC}" for n in rc}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["promoted_from"] == RC and report["exit_code"] == 0
+    assert {e["action"] for e in run.of_type("image_started")} == {"promote"}
+
+    plain = imgctl("promote", "-c", str(config), "--from", RC, "--version", FINAL, "--output", "plain")
+    assert plain.code == 0, plain.output
+    assert "app | promoting" in plain.stderr and "building" not in plain.output, plain.stderr
 
     missing = imgctl("promote", "-c", str(config), "--from", "9.9.9", "--version", "9.9.10")
     assert missing.code == 1, missing.output

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from imgctl.events import BuildOutput, BuildParser, BuildStep, Event, last_state
+from imgctl.events import BuildOutput, BuildStep, Event
+from imgctl.streams import BuildParser, last_state
 from imgctl.session.proto import fields  # the same protobuf wire format as the session's
 
 # "[2/3] RUN make", "[stage-1 2/3] COPY . /app", "[internal] load build definition from Dockerfile"

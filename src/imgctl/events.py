@@ -34,7 +34,7 @@ class Event:
 
 @dataclass(frozen=True, kw_only=True)
 class ImageStarted(Event):
-    pass
+    action: str = "build"  # or "promote": what the image's run does
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,18 +213,3 @@ def events_json_schema() -> dict[str, Any]:
         schema["title"] = name
         variants.append(schema)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "imgctl event", "oneOf": variants}
-
-
-# The stream parsers lived here before streams.py; imgctl.engine and buildkit.py still import them
-# from here. Looked up on first use, not imported: streams.py imports this module.
-_MOVED_TO_STREAMS = frozenset(
-    {"BuildParser", "BuildStreamParser", "JsonStreamDecoder", "PushStreamParser", "StreamGarbled", "last_state"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_STREAMS:
-        from imgctl import streams
-
-        return getattr(streams, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

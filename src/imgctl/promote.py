@@ -74,7 +74,7 @@ class _Promoter:
             if result.status == "pending":
                 result.status, result.error = "skipped", "promotion interrupted"
             return
-        self.emit(ImageStarted(image=image.name))
+        self.emit(ImageStarted(image=image.name, action="promote"))
         self.emit(SourceResolved(image=image.name, reference=image.source.reference, digest=manifest.digest,
                                  media_type=manifest.media_type))
         source = Repo(self.registries.client(image.source.target), image.source.api_path)

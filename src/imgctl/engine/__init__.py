@@ -24,14 +24,13 @@ from imgctl.context import build_context
 from imgctl.dockerconfig import CredentialHelperError
 from imgctl.dockerfile import split_reference
 from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
-from imgctl.events import (
-    BuildDone, BuildParser, BuildStreamParser, Event, JsonStreamDecoder, PushDone, PushStarted, PushStreamParser, StreamGarbled,
-)
+from imgctl.events import BuildDone, Event, PushDone, PushStarted
 from imgctl.plan import PlannedImage, PlannedTag
 from imgctl.platforms import Platform
 from imgctl.refs import is_docker_hub
 from imgctl.retry import classify_text, is_auth_text
 from imgctl.snapshot import Snapshot
+from imgctl.streams import BuildParser, BuildStreamParser, JsonStreamDecoder, PushStreamParser, StreamGarbled
 
 Emit = Callable[[Event], None]
 

@@ -22,7 +22,7 @@ from imgctl import events as ev
 from imgctl.auth import redact
 from imgctl.units import human_bytes
 
-ACTIVE = ("building", "pushing")
+ACTIVE = ("building", "promoting", "pushing")
 MAX_LAYERS = 3
 MARKS = {"queued": ("·", "dim"), "done": ("✓", "green"), "failed": ("✗", "red"), "skipped": ("–", "dim")}
 # Build output may carry colour codes or cursor movement, which would tear the live area apart.
@@ -135,7 +135,9 @@ class ConsoleRenderer:
             out.append(history((f"  logged in to {event.registry} as {event.username} ({event.source})", "dim")))
         if row is None:
             return out
-        if isinstance(event, (ev.ImageStarted, ev.BuildStep)):
+        if isinstance(event, ev.ImageStarted) and event.action == "promote":
+            row.state, row.started = "promoting", row.started or event.time
+        elif isinstance(event, (ev.ImageStarted, ev.BuildStep)):
             row.state, row.started = "building", row.started or event.time
             if isinstance(event, ev.BuildStep):
                 on = f"{event.platform} " if event.platform else ""

@@ -42,7 +42,7 @@ class PlainRenderer:
         if isinstance(event, ev.BuildOutput):
             return event.line if (not event.internal or self.verbosity > 0) else None
         if isinstance(event, ev.ImageStarted):
-            return "building"
+            return "promoting" if event.action == "promote" else "building"
         if isinstance(event, ev.BuildDone):
             return f"built {event.image_id[:19]} in {event.seconds:.1f}s"
         if isinstance(event, ev.Tagged):
