@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from imgctl.context import CHUNK, GENERATED_DOCKERFILE, build_context, context_files, stream_context
+from imgctl.context import GENERATED_DOCKERFILE, build_context, context_files, stream_context
+from imgctl.tarstream import CHUNK
 from imgctl.snapshot import inputs_digest
 from imgctl.errors import BuildFailed
 from tests.conftest import BUSYBOX

@@ -114,13 +114,13 @@ def test_keep_memory_drops_a_big_tar(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 COUNTING = """
 import collections, json, sys
-import imgctl.context as context
+import imgctl.tarstream as tarstream
 opened = collections.Counter()
-real = context._open
+real = tarstream.open_file
 def counting(root, rel, full):
     opened[full] += 1
     return real(root, rel, full)
-context._open = counting
+tarstream.open_file = counting
 from imgctl.cli import main
 try:
     main(sys.argv[1:])

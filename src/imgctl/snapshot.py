@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from imgctl.context import CHUNK, END_OF_ARCHIVE, CheckedContext, tar_chunks, tar_header
+from imgctl.context import CheckedContext
+from imgctl.tarstream import CHUNK, END_OF_ARCHIVE, tar_chunks, tar_header
 from imgctl.ignorefile import clean
 
 SPOOL_MEMORY = 8 << 20  # per context being built; a release builds a few at once

@@ -19,7 +19,7 @@ import docker.errors
 import requests
 
 from imgctl.auth import Credentials
-from imgctl.context import root_entry
+from imgctl.tarstream import root_entry
 from imgctl.errors import BuildFailed
 from imgctl.plan import PlannedImage
 from imgctl.platforms import Platform
