@@ -306,6 +306,9 @@ def big_source(work: Path, env: dict[str, str]) -> tuple[RegistryServer, str, Pa
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    except BaseException:
+        source.stop()
+        raise
     finally:
         remove_images(f"{source.host}/big/")
     return source, ref, context.parent
