@@ -351,6 +351,11 @@ def test_the_promote_command(tmp_path: Path, registry: RegistryServer, imgctl) -
     plain = imgctl("promote", "-c", str(config), "--from", RC, "--version", FINAL, "--output", "plain")
     assert plain.code == 0, plain.output
     assert "app | promoting" in plain.stderr and "building" not in plain.output, plain.stderr
+    # nothing is built, so no log folder is left behind unless one is asked for (the release made one)
+    assert len(list(tmp_path.glob("imgctl-logs-*"))) == 1, list(tmp_path.iterdir())
+    logged = imgctl("promote", "-c", str(config), "--from", RC, "--version", FINAL, "--log-dir", str(tmp_path / "logs"))
+    assert logged.code == 0, logged.output
+    assert "promoting" in (tmp_path / "logs" / "app.log").read_text()
 
     missing = imgctl("promote", "-c", str(config), "--from", "9.9.9", "--version", "9.9.10")
     assert missing.code == 1, missing.output

@@ -104,6 +104,7 @@ def promote(
     lock_timeout: LockTimeoutOption = 0.0,
     retry_window: Annotated[Optional[float], typer.Option("--retry-window", min=0, max=3600, help="Seconds each registry operation retries transient failures for [default: the config's retry.window, 90].", show_default=False)] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write what was promoted, per image, registry and tag, as JSON.")] = None,
+    log_dir: Annotated[Optional[Path], typer.Option("--log-dir", help="Keep each image's log here [default: none; nothing is built].")] = None,
     output: OutputOption = Output.auto,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
@@ -124,7 +125,8 @@ def promote(
     from imgctl.render.select import Screen
 
     policy = _policy(loaded, retry_window)
-    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=plan_to)
+    screen = Screen(output.value, verbosity=-1 if quiet else (1 if verbose else 0), plan=plan_to, log_dir=log_dir,
+                    keep_logs=log_dir is not None)
     cancelled = _cancel_on_signals()
     with screen.live():
         result = api.promote(plan_from, plan_to, screen.emit, from_registry=from_registry, to_registry=targets,

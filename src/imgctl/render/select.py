@@ -24,7 +24,11 @@ from imgctl.results import ReleaseResult
 class Screen:
     """Everything the release shows: `emit` during the run (inside `live()`), `finish` after it."""
 
-    def __init__(self, output: str, *, verbosity: int, plan: Plan, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, output: str, *, verbosity: int, plan: Plan, log_dir: Path | None = None, keep_logs: bool = True,
+    ) -> None:
+        """`keep_logs`: each image's log in `log_dir` (default: a new temporary folder); promote,
+        which builds nothing, keeps one only in a folder it is given."""
         self.output = output
         self.log_dir = log_dir
         self._console: Any = None
@@ -52,11 +56,12 @@ class Screen:
         )
         # Outermost: the GitHub renderer holds an image's events back until it ends, but the log
         # file must be written as they happen (a hung or killed build still leaves its log).
+        self.logs: BuildLogs | None = None
         try:
-            self.logs = BuildLogs(self._github, log_dir)
+            self.logs = BuildLogs(self._github, log_dir) if keep_logs else None
         except OSError as exc:
             raise UsageError(f"--log-dir {log_dir}: cannot create the folder: {exc.strerror or exc}") from None
-        self.emit: Callable[[Event], None] = self.logs
+        self.emit: Callable[[Event], None] = self.logs or self._github
 
     @contextmanager
     def live(self) -> Iterator[None]:
@@ -66,16 +71,18 @@ class Screen:
             yield
         finally:
             self._github.close()
-            self.logs.close()
+            if self.logs is not None:
+                self.logs.close()
             if self._console is not None:
                 self._console.stop()
 
     def finish(self, result: ReleaseResult) -> None:
-        self.logs.close()
+        if self.logs is not None:
+            self.logs.close()
         github.write_outputs(result, os.environ)
-        folder = self.logs.folder
+        folder = self.logs.folder if self.logs is not None else None
         if self.output == "json":
-            summary = {"type": "summary", "ok": result.ok, "floating": result.floating, "logs": str(folder),
+            summary = {"type": "summary", "ok": result.ok, "floating": result.floating, "logs": str(folder) if folder else None,
                        "images": summary_rows(result)}
             sys.stdout.write(json.dumps(summary) + "\n")
             sys.stderr.write(summary_text(result, log_dir=folder) + "\n")
