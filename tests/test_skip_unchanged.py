@@ -52,6 +52,8 @@ def test_unchanged_images_are_neither_built_nor_pushed(tmp_path: Path, registry:
     requests = [line for line in registry.log_text()[logged:].splitlines() if '"imgctl/' in line]
     assert sum('"PUT /v2/' in line and "/manifests/1.0.1 " in line for line in requests) == 3, requests
     assert not [line for line in requests if '"GET /v2/' in line and "/manifests/sha256:" in line], requests
+    # and each manifest is read once: 1.0.1 (absent) and latest (the inputs to compare, then its size)
+    assert sum('"GET /v2/' in line and "/manifests/" in line for line in requests) == 6, requests
     assert {e["image"] for e in bumped.of_type("reused")} == {"base", "app", "tool"}
     for name in ("base", "app", "tool"):
         assert registry.manifest_digest(f"{ns}/{name}", "1.0.1") == registry.manifest_digest(f"{ns}/{name}", "1.0.0")

@@ -98,9 +98,11 @@ class Publisher:
         self.emit(Verified(image=image.name, reference=tag.reference, digest=digest))
         return True
 
-    def stored_size(self, tag: PlannedTag) -> int | None:
+    def stored_size(self, tag: PlannedTag, digest: str | None = None, *, recent: bool = False) -> int | None:
+        """What the registry stores for the tag, or for `digest` (known: its manifest may be kept
+        already); `recent` takes what --skip-unchanged just read of the tag (a size to report)."""
         try:
-            return self.registries.client(tag).stored_size(tag.api_path, tag.tag)
+            return self.registries.client(tag).stored_size(tag.api_path, digest or tag.tag, recent=recent)
         except ImgctlError:
             return None  # a size is a nicety: never fail a release over it
 

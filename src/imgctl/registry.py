@@ -79,6 +79,9 @@ class RegistryClient:
         self.session.headers["User-Agent"] = USER_AGENT
         self.auth = RegistryAuth(host, self.base, creds, self.session, timeout=timeout)
         self._manifests: dict[tuple[str, str], Manifest] = {}  # (path, digest): what a digest names never changes
+        # (path, tag) -> the digest this client last read or wrote there (None: absent); only for
+        # what may be a moment old (a size to report), never to confirm a tag
+        self._tags: dict[tuple[str, str], str | None] = {}
 
     def check_access(self, paths: list[str], actions: str = "pull,push") -> None:
         """Prove now that the credentials may push to (or, with `actions="pull"`, read) every
@@ -97,12 +100,20 @@ class RegistryClient:
             raise RegistryError(f"{self.host} answered without a Docker-Content-Digest for {path}:{reference}")
         return digest
 
-    def manifest(self, path: str, reference: str, *, push: bool = False) -> Manifest | None:
-        """The manifest `path:reference` names; None if absent. Kept for a digest reference."""
+    def manifest(self, path: str, reference: str, *, push: bool = False, recent: bool = False) -> Manifest | None:
+        """The manifest `path:reference` names; None if absent. Kept for a digest reference.
+        `recent`: a tag's manifest as this client last saw it, if it did, without asking again."""
         if (path, reference) in self._manifests:
             return self._manifests[path, reference]
+        if recent and (path, reference) in self._tags:
+            seen = self._tags[path, reference]
+            if seen is None or (path, seen) in self._manifests:
+                return self._manifests[path, seen] if seen else None
         response = self._request("GET", path, "manifests", reference, push=push)
+        tagged = not reference.startswith("sha256:")
         if response.status_code == 404:
+            if tagged:
+                self._tags[path, reference] = None
             return None
         found = Manifest(response.content, response.headers.get("Content-Type", "").split(";")[0].strip(),
                          response.headers.get("Docker-Content-Digest", ""))
@@ -111,6 +122,8 @@ class RegistryClient:
         actual = "sha256:" + hashlib.sha256(found.body).hexdigest()
         if actual in (reference, found.digest):
             self._manifests[path, actual] = found
+            if tagged:
+                self._tags[path, reference] = actual
         return found
 
     def inputs_of(self, path: str, reference: str, label: str) -> tuple[str, str, str | None] | None:
@@ -131,10 +144,11 @@ class RegistryClient:
         value = labels.get(label) if isinstance(labels, dict) else None
         return found.digest, config["digest"], value if isinstance(value, str) else None
 
-    def stored_size(self, path: str, reference: str) -> int | None:
+    def stored_size(self, path: str, reference: str, *, recent: bool = False) -> int | None:
         """Bytes the registry stores for `path:reference`: config and compressed layers, each
-        blob once; for an index, those of every child it lists. None if absent."""
-        found = self.manifest(path, reference)
+        blob once; for an index, those of every child it lists. None if absent. `recent` as for
+        manifest()."""
+        found = self.manifest(path, reference, recent=recent)
         if found is None:
             return None
         if not found.is_index:
@@ -156,6 +170,7 @@ class RegistryClient:
         put = self._request("PUT", path, "manifests", tag, push=True, body=found.body, content_type=found.media_type)
         if put.status_code != 201:
             raise RegistryError(f"registry {self.host} answered {put.status_code} when tagging {path}:{tag}")
+        self._tags[path, tag] = digest
 
     def put_manifest(self, path: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest (an index imgctl assembled, say) under a tag or its digest; its digest."""

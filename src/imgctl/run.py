@@ -294,7 +294,7 @@ class Release:
     def _publish(self, image: PlannedImage, started: float) -> bool:
         result = self.results[image.name]
         first = (image.floating_tags or image.tags or (None,))[0]
-        result.previous_size = self.publisher.stored_size(first) if first else None
+        result.previous_size = self.publisher.stored_size(first, recent=True) if first else None
         failed = []
         if image.platforms and image.name not in self.reuse.reused:
             how = {"platform-job": "children", "merge": "merge"}.get(self.plan.options.stage, "push")
@@ -316,7 +316,9 @@ class Release:
         if self.plan.options.stage == "platform-job":  # its platforms are in; --merge moves the tags
             for tag_result in result.tags:
                 tag_result.status = "held" if tag_result.status == "pending" else tag_result.status
-        result.stored_size = self.publisher.stored_size(image.immutable_tags[0]) if image.immutable_tags else None
+        if image.immutable_tags:
+            tag = image.immutable_tags[0]
+            result.stored_size = self.publisher.stored_size(tag, result.tag(tag.reference).digest)
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
         return True
