@@ -37,9 +37,10 @@ from imgctl.publish import move_floating
 from imgctl.registry import Manifest
 from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
+from imgctl.transport import POOL_SIZE
 
 Emit = Callable[[Event], None]
-IMAGES_AT_ONCE = 4  # images copied at once; within one repository, requests go one after another
+IMAGES_AT_ONCE = POOL_SIZE  # images promoted at once (a connection each); within one repository, requests go one after another
 
 
 class _Promoter:

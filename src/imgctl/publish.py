@@ -20,9 +20,10 @@ from imgctl.registries import Registries
 from imgctl.registry import RegistryClient
 from imgctl.results import ImageResult, ReleaseResult, count_failures
 from imgctl.retry import RetryPolicy, call_with_retries
+from imgctl.transport import POOL_SIZE
 from imgctl.retry_report import reporter
 
-FLOATING_AT_ONCE = 8  # repositories whose floating tags are set at once, once every image is released
+FLOATING_AT_ONCE = POOL_SIZE  # repositories whose floating tags are set at once (a connection each), once every image is released
 
 
 class Publisher:
