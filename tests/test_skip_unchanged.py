@@ -137,3 +137,34 @@ def test_retagging_works_on_an_htpasswd_registry(tmp_path: Path, auth_registry: 
     assert auth_registry.manifest_digest(f"{ns}/base", "1.1.0") == auth_registry.manifest_digest(f"{ns}/base", "1.0.0")
     assert auth_registry.manifest_digest(f"{ns}/tool", "1.1.0") is not None
     assert AUTH_PASSWORD not in run.output
+
+
+def test_a_cached_re_release_keeps_the_local_images(tmp_path: Path, registry: RegistryServer, imgctl) -> None:  # type: ignore[no-untyped-def]
+    """Released again with the cache allowed, an image whose local build carries exactly the labels
+    and inputs digest this build would give is that build: kept, not built again. A changed file,
+    a new version (its label) or --no-cache builds."""
+    ns = unique()
+    config = write_graph(tmp_path, registry.host, ns)
+    args = ("release", "-c", str(config), "--output", "json")
+    # the created label is the commit's time, or SOURCE_DATE_EPOCH; outside git, without it, "now"
+    # gives every run other labels, and so a build of its own
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = imgctl(*args, "--version", "1.0.0", env=env)
+    assert first.code == 0, first.output
+    ids = {e["image"]: e["image_id"] for e in first.of_type("build_done")}
+
+    again = imgctl(*args, "--version", "1.0.0", env=env)
+    assert again.code == 0, again.output
+    assert built(again) == set(), again.stderr[-3000:]  # no build step ran, cached or not
+    assert {e["image"]: e["image_id"] for e in again.of_type("build_done")} == ids
+    assert {e["image"] for e in again.of_type("build_output") if "built from these very inputs" in e["line"]} == set(ids)
+    assert {t["status"] for row in again.of_type("summary")[0]["images"] for t in row["tags"]} == {"unchanged"}
+
+    (tmp_path / "app" / "app.txt").write_text("changed")
+    changed = imgctl(*args, "--version", "1.0.0", env=env)
+    assert changed.code == 0, changed.output
+    assert built(changed) == {"app", "tool"}  # base kept; app and what is built FROM it build
+    assert imgctl(*args, "--version", "1.0.0").of_type("build_step")  # other labels: built
+
+    assert built(imgctl(*args, "--version", "1.0.1", env=env)) == {"base", "app", "tool"}  # the version label moved
+    assert built(imgctl(*args, "--version", "1.0.1", "--no-cache", env=env)) == {"base", "app", "tool"}

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from imgctl.dockerfile import split_reference
 from imgctl.engine import Engine
 from imgctl.errors import ImgctlError
-from imgctl.events import Event, Reused
+from imgctl.events import BuildDone, BuildOutput, Event, Reused
 from imgctl.plan import OCI, Plan, PlannedImage
 from imgctl.indexes import platform_digests
 from imgctl.platforms import Platform
@@ -74,6 +74,21 @@ class Reuse:
         if platform is not None:
             facts["platform"] = str(platform)
         return facts, bases
+
+    def local_build(self, image: PlannedImage, inputs: str) -> str | None:
+        """The id of the local image this build would make again, if there is one: tagged as the
+        image, with every label the build gives it, its inputs digest included. A build whose
+        every step is cached gives that very image; the engine would spend 0.2-0.5 s on each
+        (BuildKit's, with a few at once) to say so. None: build."""
+        details = self.engine.inspect(image.tags[0].reference) if image.tags else {}
+        labels = (details.get("Config") or {}).get("Labels") or {}
+        wanted = {**image.labels, INPUTS_LABEL: inputs}
+        found = details.get("Id")
+        if not isinstance(found, str) or any(labels.get(k) != v for k, v in wanted.items()):
+            return None
+        self.emit(BuildOutput(image=image.name, line=f"the local image {found[:19]} was built from these very inputs: kept as it is"))
+        self.emit(BuildDone(image=image.name, image_id=found, seconds=0.0))
+        return found
 
     def find_same(self, image: PlannedImage, inputs: str) -> bool:
         """True if every registry already holds an image of this one's tags built from the same inputs."""

@@ -168,7 +168,8 @@ class Release:
             if options.push and not options.skip_unchanged:  # walked with the slot held: builds bound the tars kept
                 inputs = self.reuse.inputs(image, keep="all")
             digest = inputs.digests[0] if inputs else None
-            result.image_id = self.engine.build(  # bases were refreshed above: the builder must not
+            local = self.reuse.local_build(image, digest) if digest and not (options.no_cache or options.pull) else None
+            result.image_id = local or self.engine.build(  # bases were refreshed above: the builder must not
                 image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
                 extra_labels={INPUTS_LABEL: digest} if digest else None, builder=options.builder,
                 credentials=self.registries.creds_for_host, snapshot=inputs, **self.secrets.get(image.name, {}),
