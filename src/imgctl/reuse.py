@@ -79,7 +79,10 @@ class Reuse:
         """The id of the local image this build would make again, if there is one: tagged as the
         image, with every label the build gives it, its inputs digest included. A build whose
         every step is cached gives that very image; the engine would spend 0.2-0.5 s on each
-        (BuildKit's, with a few at once) to say so. None: build."""
+        (BuildKit's, with a few at once) to say so. None: build. An image with inline_cache always
+        builds: the cache metadata BuildKit writes into it is in neither its labels nor its inputs."""
+        if image.inline_cache:
+            return None
         details = self.engine.inspect(image.tags[0].reference) if image.tags else {}
         labels = (details.get("Config") or {}).get("Labels") or {}
         wanted = {**image.labels, INPUTS_LABEL: inputs}
