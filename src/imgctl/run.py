@@ -149,7 +149,8 @@ class Release:
         # The walk that makes it keeps the context's tar for the build (snapshot.py).
         if image.platforms:
             with self._registry_work:
-                inputs = self.reuse.inputs(image, image.platforms, keep="all") if options.push else None
+                keep = "memory" if options.skip_unchanged else "all"  # as below: most such images are reused
+                inputs = self.reuse.inputs(image, image.platforms, keep=keep) if options.push else None
             return self._release_platforms(image, inputs)
         inputs = None
         try:
