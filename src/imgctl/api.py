@@ -15,6 +15,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING, Any
 
+from imgctl import startup
 from imgctl.auth import Credentials, find_credentials, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
 from imgctl.errors import UsageError
@@ -84,6 +85,7 @@ def release(
 
     assert the_plan.config_path is not None
     engine = engine or new_engine()
+    startup.done()
     the_plan = with_builder(the_plan, engine)
     with run_lock(the_plan.config_path, timeout=lock_timeout):
         runner = Release(
@@ -108,6 +110,7 @@ def promote(
     (see imgctl.promote). Holds the config's run lock, as a release does: both move floating tags."""
     from imgctl.promote import promote as run_promotion
 
+    startup.done()
     assert plan_to.config_path is not None
     with run_lock(plan_to.config_path, timeout=lock_timeout):
         return run_promotion(

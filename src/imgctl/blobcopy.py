@@ -1,8 +1,6 @@
 """Copying what one repository holds into another, registry to registry, without the engine.
 
-A manifest is copied whole: for an image index every child manifest first (each with its own
-blobs), then the index; for an image its config and layers first, then the manifest, stored by
-its digest so that no tag moves until the promotion says so. Each blob is asked for with a HEAD
+Blobs, one at a time (manifestcopy.py copies manifests whole, with these). Each blob is asked for with a HEAD
 first and skipped when the destination has it; within one registry it is mounted from a
 repository that holds it (`POST /v2/<dst>/blobs/uploads/?mount=<digest>&from=<repo>`, with one
 token for pull on that repository and pull,push on the destination); otherwise it is streamed:
@@ -18,13 +16,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
 
-from imgctl.errors import AuthFailed, RegistryError, VerifyFailed
-from imgctl.indexes import sha256_digest
-from imgctl.registry import Manifest, RegistryClient
+from imgctl.errors import AuthFailed, RegistryError
+from imgctl.registry import RegistryClient
 from imgctl.registry_auth import Scope, reason, retry_after
 
 T = TypeVar("T")
@@ -83,7 +80,8 @@ class BlobMoved:
     how: str
 
 
-def _direct(what: str, operation: Callable[[], T]) -> T:
+def direct(what: str, operation: Callable[[], T]) -> T:
+    """A `Retrying` that tries once."""
     return operation()
 
 
@@ -230,67 +228,3 @@ def _copy_blob(source: Repo, destination: Repo, digest: str, size: int, known: K
     stream_blob(source, destination, digest, size, location)
     known.add(destination, digest)
     return BlobMoved(digest, size, "streamed")
-
-
-# -- manifests, whole --------------------------------------------------------------------------
-
-
-def blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
-    """(digest, size) of an image manifest's config and layers, in that order; foreign layers
-    (which name URLs of their own, and which registries need not hold) are left out."""
-    found: list[tuple[str, int]] = []
-    for entry in [manifest.data.get("config"), *(manifest.data.get("layers") or [])]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
-            continue
-        if entry.get("urls") and "foreign" in str(entry.get("mediaType") or ""):
-            continue
-        size = entry.get("size")
-        found.append((entry["digest"], int(size) if isinstance(size, int) else -1))
-    return found
-
-
-def read_manifest(repo: Repo, reference: str) -> Manifest | None:
-    """The manifest `repo:reference` names, checked to be what its digest says; None if absent."""
-    found = repo.client.manifest(repo.path, reference)
-    if found is None:
-        return None
-    actual = sha256_digest(found.body)
-    if reference.startswith("sha256:") and actual != reference:
-        raise VerifyFailed(f"{repo.where}@{reference} answered a manifest whose digest is {actual}")
-    if found.digest and found.digest != actual:
-        raise VerifyFailed(f"{repo.where}:{reference} is said to be {found.digest}, but its bytes are {actual}")
-    found.digest = actual
-    return found
-
-
-def copy_manifest(
-    source: Repo, destination: Repo, manifest: Manifest, *, known: KnownBlobs | None = None,
-    retrying: Retrying[Any] = _direct, on_blob: Callable[[BlobMoved], None] = lambda moved: None,
-) -> None:
-    """Put `manifest` (read from `source`) into `destination` whole, stored by its digest: an
-    index's children first (each with its blobs), an image's blobs first. Nothing to do within
-    one repository. Each request goes through `retrying(what, operation)`."""
-    if source.same_repository(destination):
-        return
-    known = known if known is not None else KnownBlobs()
-    if manifest.is_index:
-        for child in manifest.children:
-            digest = str(child["digest"])
-            found = retrying(f"read {source.where}@{digest}", lambda digest=digest: read_manifest(source, digest))
-            if found is None:
-                raise VerifyFailed(f"{source.where}@{manifest.digest} lists {digest}, which is not in the registry")
-            copy_manifest(source, destination, found, known=known, retrying=retrying, on_blob=on_blob)
-    else:
-        for digest, size in blobs_of(manifest):
-            moved = retrying(f"copy blob {digest} to {destination.where}",
-                             lambda digest=digest, size=size: copy_blob(source, destination, digest, size, known))
-            on_blob(moved)
-    there = retrying(f"check {destination.where}@{manifest.digest}",
-                     lambda: destination.client.manifest_digest(destination.path, manifest.digest))
-    if there == manifest.digest:
-        return
-    stored = retrying(f"store {destination.where}@{manifest.digest}",
-                      lambda: destination.client.put_manifest(destination.path, manifest.digest, manifest.body,
-                                                              manifest.media_type))
-    if stored != manifest.digest:
-        raise VerifyFailed(f"{destination.where} stored {manifest.digest} as {stored}")

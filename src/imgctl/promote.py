@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from imgctl.blobcopy import BlobMoved, KnownBlobs, Repo, copy_manifest
+from imgctl.blobcopy import BlobMoved, KnownBlobs, Repo
+from imgctl.manifestcopy import copy_manifest
 from imgctl.errors import AuthFailed, ImgctlError, VerifyFailed
 from imgctl.events import (
     BlobCopied, Event, FloatingHeld, ImageDone, ImageFailed, ImageStarted, SourceResolved, TagAdded, Unchanged, Verified,
@@ -41,6 +42,7 @@ from imgctl.transport import POOL_SIZE
 
 Emit = Callable[[Event], None]
 IMAGES_AT_ONCE = POOL_SIZE  # images promoted at once (a connection each); within one repository, requests go one after another
+BLOBS_AT_ONCE = 4  # an image's blobs copied side by side when few images share the connections
 
 
 class _Promoter:
@@ -58,6 +60,10 @@ class _Promoter:
         self.cancelled = cancelled
         self.jobs = max(1, jobs)
         self.known = KnownBlobs()
+        # Side by side only as far as the connection pools go: a registry's connections are
+        # shared by every image in flight, and one past the pool is opened and thrown away.
+        in_flight = min(self.jobs, len({image.name for image in promotion.images}) or 1)
+        self.blobs_at_once = max(1, min(BLOBS_AT_ONCE, POOL_SIZE // in_flight))
         self.sources: dict[tuple[str, PlannedTag], Manifest] = {}
         self.results: dict[str, ImageResult] = {}
         for image in promotion.images:
@@ -94,7 +100,8 @@ class _Promoter:
                                          how=blob.how))
 
                 copy_manifest(source, destination, manifest, known=self.known,
-                              retrying=self.registries.retrying(image.name, destination.client.host), on_blob=moved)
+                              retrying=self.registries.retrying(image.name, destination.client.host), on_blob=moved,
+                              blobs_at_once=self.blobs_at_once, store=not tags)
                 for tag in tags:
                     if not self.put_tag(image.name, tag, manifest):
                         raise _TagFailed(result.tag(tag.reference).error or f"tagging {tag.reference} failed")

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from imgctl.auth import Credentials, find_credentials
-from imgctl.blobcopy import Repo, read_manifest
+from imgctl.blobcopy import Repo
+from imgctl.manifestcopy import read_manifest
 from imgctl.errors import ImgctlError
 from imgctl.events import Event, LoggedIn
 from imgctl.plan_tags import PlannedTag

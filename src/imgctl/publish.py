@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TYPE_CHECKING, TypeVar
 from concurrent.futures import ThreadPoolExecutor
 
-from imgctl.engine import Engine
 from imgctl.errors import AuthFailed, ImgctlError, VerifyFailed
 from imgctl.events import Event, FloatingHeld, TagAdded, Unchanged, Verified
 from imgctl.plan import Plan, PlannedImage, PlannedTag
@@ -22,6 +21,9 @@ from imgctl.results import ImageResult, ReleaseResult, count_failures
 from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.transport import POOL_SIZE
 from imgctl.retry_report import reporter
+
+if TYPE_CHECKING:  # promote never drives the engine: it need not import docker-py
+    from imgctl.engine import Engine
 
 FLOATING_AT_ONCE = POOL_SIZE  # repositories whose floating tags are set at once (a connection each), once every image is released
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from imgctl.auth import Credentials, find_credentials
-from imgctl.engine import Engine
 from imgctl.events import Event, LoggedIn
 from imgctl.plan import Plan, PlannedTag
 from imgctl.dockerfile import split_reference
@@ -16,6 +16,9 @@ from imgctl.registry import RegistryClient
 from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.retry_report import reporter
 from imgctl.transport import is_loopback
+
+if TYPE_CHECKING:  # promote never drives the engine: it need not import docker-py
+    from imgctl.engine import Engine
 
 
 class Registries:
