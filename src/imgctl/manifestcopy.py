@@ -16,7 +16,6 @@ from imgctl.indexes import sha256_digest
 from imgctl.registry import Manifest
 
 
-
 def blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
     """(digest, size) of an image manifest's config and layers, in that order; foreign layers
     (which name URLs of their own, and which registries need not hold) are left out."""

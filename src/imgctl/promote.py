@@ -4,9 +4,10 @@ What moves where is promote_plan.py's (two plans of the config, one per version)
 the registries and reading the sources, before anything moves, promote_registries.py's; this
 module moves it. Within one registry (the default) a tag is one manifest PUT of the manifest read
 from the source; from one registry to another (`from_registry`, `to_registry`) the manifest is
-first copied whole into each destination repository (blobcopy.py: blobs mounted within a
-registry, streamed otherwise; an index's children before it), stored by its digest, and only
-then do tags move.
+first copied whole into each destination repository (manifestcopy.py and blobcopy.py: blobs
+mounted within a registry, streamed otherwise, side by side; an index's children before it), and
+only then do tags move: its immutable tag's PUT stores it (a repository that gets floating tags
+only has it stored by its digest first).
 
 What a release guarantees holds here too: every source is found before anything moves (a missing
 one fails the promotion, naming it); immutable tags move image by image as each is copied;
