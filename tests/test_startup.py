@@ -34,7 +34,12 @@ def test_a_library_caller_of_main_keeps_its_collector(tmp_path) -> None:  # type
     code = (
         "import gc, sys\n"
         "from imgctl.cli import main\n"
-        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['--imgctl-version'])\nexcept SystemExit:\n    pass\n"
         "sys.exit(0 if gc.isenabled() else 3)\n"
     )
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
+
+
+def test_the_program_holds_the_collector_from_its_first_import(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    code = "import gc, sys\nimport imgctl.entry\nsys.exit(3 if gc.isenabled() else 0)\n"
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0

@@ -1,3 +1,3 @@
-from imgctl.cli import main
+from imgctl.entry import main
 
 main()

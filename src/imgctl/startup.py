@@ -11,7 +11,8 @@ _held = False
 
 
 def hold() -> None:
-    """Called by the program itself (cli.main), never by a library caller."""
+    """Called by the program itself (entry.py, before its first import; cli.main), never by a
+    library caller."""
     global _held
     if gc.isenabled():
         gc.disable()
