@@ -23,7 +23,7 @@ Each round, in turn (the order rotates every round), a fresh docker-registry on 
 `copy`: one image with a 100 MB random layer in a source registry, promoted with `imgctl promote
 --from-registry` to a fresh second registry as 3 tags, against `skopeo copy` of the same image
 to each of those 3 tags of another fresh registry (the same end state); and with 1 tag, against
-one `skopeo copy`; in turn each round.
+one `skopeo copy`; and an image of the same 100 MB in 8 layers, 1 tag each way; in turn each round.
 
 Every imgctl run is `-o json`: builds (`build_done`) and pushes (`push_started`) are counted from
 its events. Requests are counted from the registry's access log (docker-registry logs every
@@ -302,38 +302,49 @@ def script_round(folder: Path, work: Path, env: dict[str, str], only: set[str]) 
     shutil.rmtree(work / f"registry-{namespace}", ignore_errors=True)
 
 
-def big_source(work: Path, env: dict[str, str]) -> tuple[RegistryServer, str, Path]:
-    """A registry holding one image with a 100 MB layer of random bytes as ns/big:1.0.0-rc.1."""
-    context = work / "big" / "big"
-    context.mkdir(parents=True)
-    with open(context / "random.bin", "wb") as f:
-        for _ in range(BIG_BYTES // 10_000_000):
-            f.write(os.urandom(10_000_000))
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY random.bin /random.bin\n")
+LAYERS = 8  # the second image of `copy`: BIG_BYTES in this many layers
+
+
+def big_source(work: Path, env: dict[str, str]) -> tuple[RegistryServer, Path]:
+    """A registry holding big/big:1.0.0-rc.1, one layer of BIG_BYTES random bytes, and
+    big/layers:1.0.0-rc.1, the same bytes in LAYERS layers."""
     source = RegistryServer(work / "registry-source").start()
-    ref = f"{source.host}/big/big:{BIG_RC}"
     try:
-        for command in (["docker", "build", "-q", "-t", ref, str(context)], ["docker", "push", "-q", ref]):
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        for name, parts in (("big", 1), ("layers", LAYERS)):
+            context = work / "big" / name
+            context.mkdir(parents=True)
+            lines = ["FROM scratch"]
+            for part in range(parts):
+                with open(context / f"random{part}.bin", "wb") as f:
+                    for _ in range(BIG_BYTES // parts // 2_500_000):
+                        f.write(os.urandom(2_500_000))
+                lines.append(f"COPY random{part}.bin /random{part}.bin")
+            (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+            ref = f"{source.host}/big/{name}:{BIG_RC}"
+            for command in (["docker", "build", "-q", "-t", ref, str(context)], ["docker", "push", "-q", ref]):
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
     except BaseException:
         source.stop()
         raise
     finally:
         remove_images(f"{source.host}/big/")
-    return source, ref, context.parent
+    return source, work / "big"
 
 
-COPIERS = ["imgctl", "skopeo", "imgctl 1 tag", "skopeo 3 tags"]
+COPIERS = ["imgctl", "skopeo", "imgctl 1 tag", "skopeo 3 tags", f"imgctl {LAYERS} layers", f"skopeo {LAYERS} layers"]
 
 
-def copy_round(tool: str, source: RegistryServer, ref: str, folder: Path, work: Path, env: dict[str, str]) -> None:
-    """One copy of the big image into a fresh registry: `imgctl` promotes it to 3 tags (each
-    verified), `skopeo 3 tags` makes the same 3 tags with 3 `skopeo copy` runs (the second and
-    third find the blobs there); `imgctl 1 tag` and `skopeo` make one."""
+def copy_round(tool: str, source: RegistryServer, folder: Path, work: Path, env: dict[str, str]) -> None:
+    """One copy into a fresh registry: `imgctl` promotes big to 3 tags (each verified), `skopeo 3
+    tags` makes the same 3 tags with 3 `skopeo copy` runs (the second and third find the blobs
+    there); `imgctl 1 tag` and `skopeo` make one; `... 8 layers` copy the image of 8 layers to one tag."""
     name = f"dest-{tool.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
-    final_tags = [BIG_FINAL] if tool.endswith("1 tag") or tool == "skopeo" else [BIG_FINAL, BIG_FINAL.rsplit(".", 1)[0], "latest"]
+    repo = "layers" if tool.endswith(" layers") else "big"
+    ref = f"{source.host}/big/{repo}:{BIG_RC}"
+    one = tool.endswith((" 1 tag", " layers")) or tool == "skopeo"
+    final_tags = [BIG_FINAL] if one else [BIG_FINAL, BIG_FINAL.rsplit(".", 1)[0], "latest"]
     with RegistryServer(work / f"registry-{name}") as dest:
         if tool.startswith("imgctl"):
             config = folder / f"{name}.yaml"
@@ -342,17 +353,18 @@ def copy_round(tool: str, source: RegistryServer, ref: str, folder: Path, work: 
                 "registries:\n"
                 f"  - {{name: staging, url: '{source.host}', namespace: big}}\n"
                 f"  - {{name: prod, url: '{dest.host}', namespace: big}}\n"
-                f"images:\n  - name: big\n    context: big\n    tags: {tags}\n")
+                f"images:\n  - name: {repo}\n    context: {repo}\n    tags: {tags}\n")
             command = [IMGCTL, "promote", "-c", str(config), "--from", BIG_RC, "--version", BIG_FINAL,
                        "--from-registry", "staging", "-o", "json"]
         else:
             copies = [["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
-                       f"docker://{ref}", f"docker://{dest.host}/big/big:{tag}"] for tag in final_tags]
+                       f"docker://{ref}", f"docker://{dest.host}/big/{repo}:{tag}"] for tag in final_tags]
             command = copies[0] if len(copies) == 1 else ["sh", "-c", " && ".join(shlex.join(c) for c in copies)]
         if tool == "imgctl":  # for scale: the same command's fixed cost (start-up, config, plans), no request
             samples["copy imgctl --dry-run"].append(timed([*command, "--dry-run"], env, "promote --dry-run")[0])
         measure(f"copy {tool}", command, env, source, dest)
-        same = all(dest.manifest_digest("big/big", tag) == source.manifest_digest("big/big", BIG_RC) for tag in final_tags)
+        wanted = source.manifest_digest(f"big/{repo}", BIG_RC)
+        same = all(dest.manifest_digest(f"big/{repo}", tag) == wanted for tag in final_tags)
         notes[f"copy {tool}"].append("same digest" if same else "DIGEST DIFFERS from the source")
     shutil.rmtree(work / f"registry-{name}", ignore_errors=True)
 
@@ -414,6 +426,8 @@ def report() -> None:
               "(vs `skopeo copy` to each of the 3)", "copy imgctl", "copy skopeo 3 tags", "≤ 1.1×", 1.1)
     ratio_row("f. the same, 1 tag (vs one `skopeo copy`)", "copy imgctl 1 tag", "copy skopeo", "≤ 1.1×", 1.1)
     ratio_row("f. (for scale) 3 tags (vs one `skopeo copy`, 1 tag)", "copy imgctl", "copy skopeo", "–", 1.1)
+    ratio_row(f"f. (for scale) the same {BIG_BYTES // 10**6} MB in {LAYERS} layers, 1 tag (vs one `skopeo copy`)",
+              f"copy imgctl {LAYERS} layers", f"copy skopeo {LAYERS} layers", "–", 1.1)
     if median("copy imgctl --dry-run") is not None:
         print(f"| f. (for scale) the same `imgctl promote --dry-run`: start-up, config, plans | "
               f"{median('copy imgctl --dry-run'):.2f} s | – | – | – |")
@@ -504,7 +518,7 @@ def main() -> None:
         releases = only & {"cold", "cached", "noop", "subtree", "promote"}
         script = only & {"cold", "cached"}
         if "copy" in only:
-            source, ref, big = big_source(work, env)
+            source, big = big_source(work, env)
         for i in range(args.runs):
             tools = ["imgctl", "script"]
             for tool in tools[i % 2:] + tools[:i % 2]:
@@ -515,7 +529,7 @@ def main() -> None:
             if "copy" in only:
                 assert source is not None
                 for tool in COPIERS[i % len(COPIERS):] + COPIERS[:i % len(COPIERS)]:
-                    copy_round(tool, source, ref, big, work, env)
+                    copy_round(tool, source, big, work, env)
             print(f"run {i + 1}/{args.runs} done at {time.monotonic() - started:.0f} s", flush=True)
     finally:
         if source is not None:
