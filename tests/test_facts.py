@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imgctl.errors import UsageError
-from imgctl.facts import Facts, gather, parse_version, strip_userinfo
+from imgctl.facts import Facts, gather, parse_version, strip_userinfo, with_version
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -159,6 +159,17 @@ def test_git_sha_branch_and_remote_from_a_repository(repo: Path) -> None:
     assert len(found.git_sha) == 40
     assert found.branch == "feature/x"
     assert found.source_url == "https://github.com/acme/widgets.git"
+
+
+def test_another_version_of_the_same_checkout(repo: Path) -> None:
+    # promote plans two versions of one checkout from one gather: only the version differs
+    git(repo, "checkout", "-q", "-b", "main2")
+    found = gather(repo, version="1.4.0", environ={}, now=NOW)
+    rc = with_version(found, "1.4.0-rc.2", source="--from")
+    assert (rc.version.text, rc.version_source) == ("1.4.0-rc.2", "--from")
+    assert (rc.git_sha, rc.branch, rc.now, rc.source_time) == (found.git_sha, "main2", found.now, found.source_time)
+    with pytest.raises(UsageError, match="--from"):
+        with_version(found, "not-a-version", source="--from")
 
 
 def test_detached_head_has_no_branch(repo: Path) -> None:

@@ -19,7 +19,7 @@ from imgctl import startup
 from imgctl.auth import Credentials, find_credentials, remember_secret
 from imgctl.config import LoadedConfig, find_config, load_config
 from imgctl.errors import UsageError
-from imgctl.facts import gather
+from imgctl.facts import gather, with_version
 from imgctl.lock import run_lock
 from imgctl.plan import Options, Plan, Target, make_plan
 
@@ -48,6 +48,14 @@ def load(config: Path | None) -> LoadedConfig:
 def plan(loaded: LoadedConfig, *, version: str | None, options: Options) -> Plan:
     facts = gather(loaded.base_dir, version=version, want_version=not options.nightly or version is not None)
     return make_plan(loaded, facts, options)
+
+
+def promotion_plans(loaded: LoadedConfig, *, from_version: str, version: str) -> tuple[Plan, Plan]:
+    """The plans of the version promoted and of the one it becomes: the checkout's facts are
+    read once for both (only the version differs)."""
+    facts = gather(loaded.base_dir, version=version)
+    return (make_plan(loaded, with_version(facts, from_version, source="--from"), Options()),
+            make_plan(loaded, facts, Options()))
 
 
 def secret_build_args(the_plan: Plan) -> list[str]:

@@ -13,7 +13,6 @@ import typer
 # The library is imported lazily, per command, to keep start-up fast; these define options and commands only.
 from imgctl.cli_options import ConfigOption, NightlyOption, NoDepsOption, OnlyOption, PlatformOption, VersionOption, plan_options
 from imgctl.cli_release import promote, release
-from imgctl import startup
 from imgctl.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ImgctlError
 
 app = typer.Typer(
@@ -167,7 +166,6 @@ def login(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps every expected failure to its exit code and a few lines on stderr."""
     if argv is None:  # the program itself, not a caller in this process
-        startup.hold()
         # At exit the interpreter walks every object the imports made in several garbage collections
         # (0.1-0.15 s after a release here) while nothing is left to collect: hide them from it.
         atexit.register(gc.freeze)

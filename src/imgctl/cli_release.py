@@ -111,12 +111,10 @@ def promote(
 ) -> None:
     """Point a version's tags at the images an earlier release pushed (1.4.0-rc.2 -> 1.4.0, 1.4, latest), without building."""
     from imgctl import api
-    from imgctl.plan import Options
     from imgctl.promote_plan import plan_promotion, promotion_text
 
     loaded = api.load(config)
-    plan_from = api.plan(loaded, version=from_version, options=Options())
-    plan_to = api.plan(loaded, version=version, options=Options())
+    plan_from, plan_to = api.promotion_plans(loaded, from_version=from_version, version=version)
     targets = tuple(to_registry or ())
     promotion = plan_promotion(plan_from, plan_to, from_registry=from_registry, to_registry=targets)
     if dry_run:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -96,6 +96,11 @@ def strip_userinfo(url: str) -> str:
     return url
 
 
+def with_version(facts: Facts, version: str, *, source: str) -> Facts:
+    """The same facts for another version (promote plans two versions of one checkout)."""
+    return replace(facts, version=parse_version(version, source=source), version_source=source)
+
+
 def gather(
     where: Path,
     *,
@@ -123,9 +128,10 @@ def gather(
         branch = env.get("GITHUB_REF_NAME") if env.get("GITHUB_REF_TYPE", "branch") == "branch" else None
         branch = env.get("GITHUB_HEAD_REF") or branch
     else:
-        sha = _git(["rev-parse", "HEAD"], where)
-        branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], where) if sha else None
-        branch = None if branch == "HEAD" else branch
+        # One git for both (each git run costs a few ms of start-up): the commit, then the branch.
+        head = (_git(["rev-parse", "HEAD", "--abbrev-ref", "HEAD"], where) or "").splitlines()
+        sha = head[0] if head else None
+        branch = head[1] if len(head) > 1 and head[1] != "HEAD" else None
 
     if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
         source_url: str | None = f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}"

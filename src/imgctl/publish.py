@@ -22,7 +22,7 @@ from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.transport import POOL_SIZE
 from imgctl.retry_report import reporter
 
-if TYPE_CHECKING:  # promote never drives the engine: it need not import docker-py
+if TYPE_CHECKING:  # for annotations: promote imports docker-py only to read the engine's insecure registries
     from imgctl.engine import Engine
 
 FLOATING_AT_ONCE = POOL_SIZE  # repositories whose floating tags are set at once (a connection each), once every image is released

@@ -17,7 +17,7 @@ from imgctl.retry import RetryPolicy, call_with_retries
 from imgctl.retry_report import reporter
 from imgctl.transport import is_loopback
 
-if TYPE_CHECKING:  # promote never drives the engine: it need not import docker-py
+if TYPE_CHECKING:  # for annotations: promote imports docker-py only to read the engine's insecure registries
     from imgctl.engine import Engine
 
 

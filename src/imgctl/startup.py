@@ -11,8 +11,7 @@ _held = False
 
 
 def hold() -> None:
-    """Called by the program itself (entry.py, before its first import; cli.main), never by a
-    library caller."""
+    """Called by the program itself (entry.py, before its first import), never by a library caller."""
     global _held
     if gc.isenabled():
         gc.disable()
