@@ -1,15 +1,13 @@
-"""The one door to the Docker Engine: the only module that imports docker-py.
+"""The one door to the Docker Engine: the only package that imports docker-py.
 
-It turns docker-py's exceptions, and the errors hidden inside its streams, into imgctl's errors.
+It turns docker-py's exceptions, and the errors hidden inside its streams, into imgctl's errors
+(replies.py). Engine is what the rest of imgctl calls; its builds are in build.py, its pushes in push.py.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -18,44 +16,22 @@ import requests
 
 from imgctl import dockerconfig
 from imgctl.auth import Credentials
-from imgctl.buildkit import BuildKitStreamParser
-from imgctl.engine.buildkit import BuildKit, CredentialsFor
-from imgctl.context import build_context
-from imgctl.dockerconfig import CredentialHelperError
 from imgctl.dockerfile import split_reference
-from imgctl.errors import AuthFailed, BuildFailed, EngineUnavailable, ImgctlError, PushFailed, RegistryError
-from imgctl.events import BuildDone, Event, PushDone, PushStarted
-from imgctl.plan import PlannedImage, PlannedTag
+from imgctl.engine.build import Builds
+from imgctl.engine.buildkit import BuildKit
+from imgctl.engine.push import Pushes
+from imgctl.engine.replies import CredentialStoreError, explain, short, unavailable
+from imgctl.errors import AuthFailed, EngineUnavailable, ImgctlError, RegistryError
+from imgctl.plan import PlannedTag
 from imgctl.platforms import Platform
 from imgctl.refs import is_docker_hub
-from imgctl.retry import classify_text, is_auth_text
-from imgctl.snapshot import Snapshot
-from imgctl.streams import BuildParser, BuildStreamParser, JsonStreamDecoder, PushStreamParser, StreamGarbled
-
-Emit = Callable[[Event], None]
+from imgctl.retry import classify_text
 
 # docker-py also prints a Python warning for a missing credential helper; imgctl reports it itself.
 warnings.filterwarnings("ignore", message=r"docker-credential-.* not installed", category=UserWarning)
 
-try:  # docker-py vendors its credential-helper client here
-    from docker.credentials.errors import StoreError
-except ImportError:  # pragma: no cover
-    StoreError = docker.errors.DockerException  # type: ignore[misc,assignment]
 
-
-CredentialStoreError = CredentialHelperError  # a helper named by the docker config is missing or failed
-
-
-def _unavailable(exc: BaseException) -> EngineUnavailable:
-    return EngineUnavailable(f"cannot reach the Docker engine: {_short(exc)}")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
-
-
-class Engine:
+class Engine(Builds, Pushes):
     """docker-py clients per thread: a short timeout for control calls, a long one for pushes."""
 
     def __init__(self, *, push_timeout: float = 300.0, control_timeout: float = 30.0) -> None:
@@ -76,7 +52,7 @@ class Engine:
             try:
                 client = docker.from_env(version=self._version, **options)
             except docker.errors.DockerException as exc:
-                raise _unavailable(exc) from None
+                raise unavailable(exc) from None
             if timeout is None:
                 client.api.timeout = None  # builds may print nothing for a long time
             self._version = self._version or client.api.api_version
@@ -89,7 +65,7 @@ class Engine:
             try:
                 found = self._api("control").version()
             except (docker.errors.DockerException, requests.RequestException) as exc:
-                raise _unavailable(exc) from None
+                raise unavailable(exc) from None
             self._platform = Platform.parse(f"{found.get('Os', 'linux')}/{found.get('Arch', 'amd64')}")
         return self._platform
 
@@ -104,7 +80,7 @@ class Engine:
             ping = api.get(f"{api.base_url}/_ping", timeout=self.control_timeout)
             version = api.version()
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         if ping.headers.get("Builder-Version") == "2":
             return "buildkit"
         os_type = (ping.headers.get("OSType") or str(version.get("Os", ""))).lower()
@@ -116,7 +92,7 @@ class Engine:
         try:
             return str(self._api("control").version().get("Version", "?"))
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def _answers(self) -> bool:
         """Does the engine answer on a new connection? (A pooled one may outlive a stopping daemon.)"""
@@ -136,94 +112,15 @@ class Engine:
             named = "; ".join(f"{dockerconfig.HELPER_PREFIX}{name} (from {', '.join(where)})" for name, where in missing.items())
             raise CredentialStoreError(f"docker credential helper not installed: {named}, in {dockerconfig.config_path()}")
 
-    def build(
-        self, image: PlannedImage, *, no_cache: bool, pull: bool, emit: Emit, extra_labels: dict[str, str] | None = None,
-        builder: str = "classic", platform: Platform | None = None, build_args: dict[str, str] | None = None,
-        cache_from: list[str] | None = None, credentials: CredentialsFor = lambda host: None,
-        secrets: Mapping[str, bytes] | None = None, ssh: Mapping[str, str] | None = None,
-        snapshot: Snapshot | None = None,
-    ) -> str:
-        """Build with live output; return the image id. Any error in the stream fails the build.
-        `build_args` replace the image's own (a multi-platform build adds TARGETPLATFORM and friends).
-        With a `snapshot` of the context (snapshot.py), its kept tar is sent rather than the tree walked again."""
-        args = dict(image.build_args if build_args is None else build_args)
-        started = time.monotonic()
-        buildkit = builder == "buildkit"
-        parser: BuildParser = BuildKitStreamParser(image.name) if buildkit else BuildStreamParser(image.name)
-        try:
-            # The context is streamed while the tree is walked (docker-py would write a temp tar first).
-            context, dockerfile, labels = build_context(
-                image.context, image.dockerfile, {**image.labels, **(extra_labels or {})}, image.target,
-                fold_labels=not buildkit, snapshot=snapshot,
-            )
-            if buildkit:
-                if image.inline_cache:  # the cache metadata goes into the image, for a later cache_from
-                    args = {**args, "BUILDKIT_INLINE_CACHE": "1"}
-                stream = self._buildkit.build(
-                    context, dockerfile, image, labels, args, platform, no_cache=no_cache, pull=pull,
-                    credentials=credentials, secrets=secrets or {}, ssh=ssh or {},
-                    cache_from=[*(cache_from or []), *image.cache_from],
-                )
-            else:
-                stream = self._api("build").build(
-                    fileobj=context, custom_context=True, encoding=None,
-                    dockerfile=dockerfile, target=image.target,
-                    buildargs=args, labels=labels, platform=str(platform) if platform else None,
-                    # several platforms: only each one's own last build (multiplatform.py says why)
-                    cache_from=cache_from if platform is not None else list(image.cache_from) or None,
-                    rm=True, forcerm=True, nocache=no_cache, pull=pull, decode=False,
-                )
-            for record in _records(stream):
-                for event in parser.handle(record):
-                    emit(event)
-        except BuildFailed as exc:  # a context problem, found before or during the upload
-            raise BuildFailed(f"build of {image.name} failed: {exc.message}") from None
-        except docker.errors.APIError as exc:
-            raise BuildFailed(f"build of {image.name} failed: {_explain(exc)}") from None
-        except StoreError as exc:
-            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
-        except (requests.RequestException, StreamGarbled) as exc:
-            if not self._answers():
-                raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {_short(exc)}") from None
-            raise BuildFailed(f"build of {image.name} lost the engine: {_short(exc)}") from None
-        except (docker.errors.DockerException, OSError) as exc:
-            raise BuildFailed(f"build of {image.name} failed: {_short(exc)}") from None
-        try:
-            events, image_id = parser.finish()
-        except BuildFailed as exc:
-            if not self._answers():
-                raise EngineUnavailable(f"the Docker engine stopped during the build of {image.name}: {exc.message}") from None
-            if "non-zero code: 137" in exc.message or "exit code: 137" in exc.message:  # classic, BuildKit
-                exc.hint = "137 means the step was killed: out of memory, or the engine stopped"
-            said = "\n".join([exc.message, *exc.output])
-            if re.search(r"secret \S+ not found", said):
-                exc.hint = "the Dockerfile requires a secret nobody gives: name it in the image's secrets: ({env: VAR} or {file: PATH})"
-            if "unset ssh forward key" in said:
-                exc.hint = "the Dockerfile mounts an SSH agent nobody gives: name it in the image's ssh: (default, or {id: socket})"
-            if platform is not None and ("exec format error" in said or re.search(r"exec \S+: no such file or directory", said)):
-                # the second is what an emulator registered without the F flag gives in a FROM scratch image
-                exc.hint = (f"the engine cannot run {platform} programs: install QEMU user emulation "
-                            "(Debian's qemu-user-static, registered with the F flag; scripts/setup.sh does it, "
-                            "as docker/setup-qemu-action does on CI)")
-            raise
-        for event in events:
-            emit(event)
-        emit(BuildDone(image=image.name, image_id=image_id, seconds=time.monotonic() - started))
-        return image_id
-
-    def cancel_builds(self) -> None:
-        """Cancel the BuildKit builds under way (an interrupt): they stop at once."""
-        self._buildkit.cancel()
-
     def tag(self, image_id: str, tag: PlannedTag) -> None:
         try:
             self._api("control").tag(image_id, tag.repository, tag.tag, force=True)
         except requests.RequestException as exc:
             if not self._answers():
-                raise EngineUnavailable(f"the Docker engine stopped before {tag.reference} was tagged: {_short(exc)}") from None
-            raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
+                raise EngineUnavailable(f"the Docker engine stopped before {tag.reference} was tagged: {short(exc)}") from None
+            raise ImgctlError(f"tagging {tag.reference} failed: {short(exc)}") from None
         except docker.errors.DockerException as exc:
-            raise ImgctlError(f"tagging {tag.reference} failed: {_short(exc)}") from None
+            raise ImgctlError(f"tagging {tag.reference} failed: {short(exc)}") from None
 
     def login(self, host: str, creds: Credentials) -> None:
         """Check credentials with the registry now, through the engine (POST /auth).
@@ -238,7 +135,7 @@ class Engine:
         try:
             api._result(api._post_json(api._url("/auth"), data=payload), json=True)
         except docker.errors.APIError as exc:
-            text = _explain(exc)
+            text = explain(exc)
             transient, _ = classify_text(text)
             if "401" in text or "unauthorized" in text.lower() or "denied" in text.lower() or not transient:
                 raise AuthFailed(
@@ -247,7 +144,7 @@ class Engine:
                 ) from None
             raise RegistryError(f"login to {host} failed: {text}", transient=True) from None
         except requests.RequestException as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def insecure_registries(self) -> frozenset[str]:
         """The registries the daemon speaks plain HTTP to (`docker info`): imgctl's own requests do too."""
@@ -258,38 +155,6 @@ class Engine:
         except (docker.errors.DockerException, requests.RequestException):
             return frozenset()
 
-    def push(self, image: str, tag: PlannedTag, creds: Credentials | None, emit: Emit) -> tuple[str, int | None]:
-        """Push one tag with live layer progress; return (digest, size) taken from the stream."""
-        emit(PushStarted(image=image, reference=tag.reference))
-        parser = PushStreamParser(image, tag.reference)
-        try:
-            stream = self._api("push").push(
-                tag.repository, tag=tag.tag, stream=True, decode=False,
-                # Always explicit: with None, docker-py would look the docker config up its own way.
-                # {} is an anonymous push, as imgctl's own requests are then.
-                auth_config=creds.as_auth_config() if creds else {},
-            )
-            for record in _records(stream):
-                for event in parser.handle(record):
-                    emit(event)
-        except docker.errors.APIError as exc:
-            text = _explain(exc)
-            transient, retry_after = classify_text(text)
-            raise PushFailed(f"push of {tag.reference} failed: {text}", transient=transient, retry_after=retry_after) from None
-        except StoreError as exc:
-            raise CredentialStoreError(f"docker credential helper failed: {_short(exc)}") from None
-        try:
-            digest, size = parser.finish()
-        except PushFailed:
-            if parser.error and is_auth_text(parser.error):
-                who = f"user {creds.username!r} (from {creds.source})" if creds else "anonymous push (no credentials found)"
-                raise AuthFailed(
-                    f"registry {tag.host} refused {who}: {parser.error}",
-                    hint="Set the variables named by auth.username_env/auth.password_env, or `docker login` first.",
-                ) from None
-            raise
-        emit(PushDone(image=image, reference=tag.reference, digest=digest, size=size))
-        return digest, size
 
     def inspect(self, image_id: str) -> dict[str, Any]:
         try:
@@ -305,7 +170,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             raise ImgctlError(f"no local image {reference}", hint="Build it first (imgctl release --no-push), or pull it.") from None
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         return list(layers or [])
 
     def pull(self, reference: str, creds: Credentials | None = None) -> str | None:
@@ -317,7 +182,7 @@ class Engine:
                 if isinstance(record, dict) and record.get("error"):
                     return str(record["error"])
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            return _short(exc)
+            return short(exc)
         return None
 
     def local_image_id(self, reference: str) -> str | None:
@@ -334,20 +199,3 @@ class Engine:
             if digest and split_reference(name) == wanted:
                 found.add(digest)
         return found
-
-
-def _records(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
-    decoder = JsonStreamDecoder()
-    for chunk in stream:
-        if isinstance(chunk, dict):
-            yield chunk
-            continue
-        yield from decoder.feed(chunk)
-    yield from decoder.close()
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    explanation = exc.explanation
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", "replace")
-    return str(explanation or exc).strip()
