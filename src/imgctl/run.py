@@ -1,4 +1,5 @@
-"""Runs a plan against the engine: a dependency graph of builds, each image then published.
+"""Runs a plan against the engine: a dependency graph of builds (builds.py builds each image), each
+image then published.
 
 An image builds once its bases are built and pushes once they are pushed (publish.py puts its
 tags in the registry and confirms each; floating tags go last, only when every image succeeded).
@@ -11,25 +12,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from imgctl.dockerfile import split_reference
+from imgctl.builds import Builds
 from imgctl.engine import Engine
-from imgctl.buildsecrets import resolve
-from imgctl.errors import BuildFailed, EngineUnavailable, ImgctlError, UsageError
-from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Tagged
+from imgctl.events import Event, ImageDone, ImageFailed, ImageSkipped
 from imgctl.plan import Plan, PlannedImage
-from imgctl.multiplatform import MultiPlatform, PlatformFailed
+from imgctl.multiplatform import MultiPlatform
 from imgctl.publish import Publisher
 from imgctl.pulls import Pulls
 from imgctl.registries import Registries
 from imgctl.results import ImageResult, PlatformResult, ReleaseResult, TagResult
 from imgctl.retry import RetryPolicy
-from imgctl.reuse import INPUTS_LABEL, Reuse
+from imgctl.reuse import Reuse
 from imgctl.schedule import Scheduler
-from imgctl.snapshot import Snapshot
 from imgctl.transport import POOL_SIZE
-from imgctl.units import human_bytes
 
 __all__ = ["Release", "ReleaseResult", "ImageResult", "TagResult", "default_jobs"]
 
@@ -92,6 +88,10 @@ class Release:
             plan, self.jobs, emit=self.emit, results=self.results, cancelled=self.cancelled,
             grace_seconds=grace_seconds, fail_fast=fail_fast, fail=self._fail, on_interrupt=engine.cancel_builds,
         )
+        self.builds = Builds(
+            plan, engine, self.emit, registries=self.registries, pulls=self.pulls, reuse=self.reuse, platforms=self.platforms,
+            schedule=self.schedule, results=self.results, registry_work=self._registry_work, fail=self._fail,
+        )
 
     def emit(self, event: Event) -> None:
         with self._emit_lock:
@@ -100,8 +100,7 @@ class Release:
     # -- the whole run -------------------------------------------------------------------
 
     def run(self) -> ReleaseResult:
-        self.secrets = self._build_secrets()  # a missing one is a usage error: nothing has been built
-        self.platforms.secrets = self.secrets
+        self.builds.read_secrets(self.environ)  # a missing one is a usage error: nothing has been built
         self.engine.connect()
         self.engine.check_docker_config()
         result = ReleaseResult(images=[self.results[i.name] for i in self.plan.images])
@@ -141,126 +140,15 @@ class Release:
             self.schedule.withdraw(image)
             result.platforms = [PlatformResult(str(p)) for p in image.platforms]
             return self._push_all(image, time.monotonic())
-        if options.pull:
-            self._refresh_bases(image)
-        if image.cache_from and options.builder == "classic":  # the classic builder uses local images only
-            self.pulls.cache(image.name, list(image.cache_from), self.registries.creds_for)
-        # Every pushed image carries its inputs digest, so any later run can use --skip-unchanged.
-        # The walk that makes it keeps the context's tar for the build (snapshot.py).
-        if image.platforms:
-            with self._registry_work:
-                keep = "memory" if options.skip_unchanged else "all"  # as below: most such images are reused
-                inputs = self.reuse.inputs(image, image.platforms, keep=keep) if options.push else None
-            return self._release_platforms(image, inputs)
-        inputs = None
-        try:
-            if options.push and options.skip_unchanged:
-                with self._registry_work:  # a tar kept while the image waits for its slot is a small one
-                    inputs = self.reuse.inputs(image, keep="memory")
-                    same = bool(inputs and self.reuse.find_same(image, inputs.digests[0]))
-                if same:
-                    self.schedule.withdraw(image)  # nothing to build; dependents start once its tags are in the registry
-                    return self._push_all(image, time.monotonic())
-            self.reuse.fetch_reused_bases(image)  # only now: an image reused itself needs no base locally
-            self.schedule.slot(image)
-            started = self._start(image)
-            if started is None:
-                return False
-            if options.push and not options.skip_unchanged:  # walked with the slot held: builds bound the tars kept
-                inputs = self.reuse.inputs(image, keep="all")
-            digest = inputs.digests[0] if inputs else None
-            local = self.reuse.local_build(image, digest) if digest and not (options.no_cache or options.pull) else None
-            result.image_id = local or self.engine.build(  # bases were refreshed above: the builder must not
-                image, no_cache=options.no_cache, pull=False, emit=self.emit,  # pull this run's own images
-                extra_labels={INPUTS_LABEL: digest} if digest else None, builder=options.builder,
-                credentials=self.registries.creds_for_host, snapshot=inputs, **self.secrets.get(image.name, {}),
-            )
-        except BuildFailed as exc:
-            message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-            return self._fail(image.name, "build", message, exc.output)
-        except EngineUnavailable as exc:
-            return self._fail(image.name, "engine", exc.message)
-        except ImgctlError as exc:
-            return self._fail(image.name, "build", exc.message)
-        finally:
-            if inputs:
-                inputs.close()
-        details = self.engine.inspect(result.image_id)
-        result.size = details.get("Size") if isinstance(details.get("Size"), int) else None
-        result.layers = len((details.get("RootFS") or {}).get("Layers") or []) or None
-        if image.max_size and result.size and result.size > image.max_size:
-            return self._fail(
-                image.name, "size", f"image is {human_bytes(result.size)}, over its max_size of {human_bytes(image.max_size)}"
-            )
-        try:
-            for tag in image.tags:
-                self.engine.tag(result.image_id, tag)
-                self.emit(Tagged(image=image.name, reference=tag.reference))
-        except EngineUnavailable as exc:
-            return self._fail(image.name, "engine", exc.message)
-        except ImgctlError as exc:
-            return self._fail(image.name, "tag", exc.message)
+        built = self.builds.build(image)
+        if built is None:  # failed, or skipped
+            return False
+        if built.reused:  # nothing was built: its dependents start once its tags are in the registry
+            return self._push_all(image, built.started)
         if not options.push:
-            return self._built(image, started)
+            return self._built(image, built.started)
         self.schedule.built(image)  # its dependents may start building now
-        return self._push_all(image, started)
-
-    def _release_platforms(self, image: PlannedImage, inputs: Snapshot | None) -> bool:
-        """A multi-platform image: reused if every platform is unchanged (--skip-unchanged), else
-        its platforms built at once, each in a slot of its own, then pushed with an index
-        (multiplatform.py). Each platform's config carries its own inputs digest."""
-        try:
-            digests = dict(zip(image.platforms, inputs.digests)) if inputs else {}
-            if digests and self.plan.options.skip_unchanged and self.reuse.find_same_index(image, digests):
-                self.schedule.withdraw(image)
-                return self._push_all(image, time.monotonic())
-            self.reuse.fetch_reused_bases(image)
-            result = self.results[image.name]
-            started = self._start(image)
-            if started is None:
-                return False
-            labels = {platform: {INPUTS_LABEL: digest} for platform, digest in digests.items()}
-            self.platforms.build(image, lambda index: self.schedule.platform_slot(image, index), labels=labels,
-                                 snapshot=inputs)
-        except PlatformFailed as exc:
-            return self._fail(image.name, exc.stage, exc.message, exc.output)
-        finally:
-            if inputs:
-                inputs.close()
-        big = [p for p in result.platforms if image.max_size and p.size and p.size > image.max_size]
-        if big:
-            return self._fail(image.name, "size", f"{big[0].platform} image is {human_bytes(big[0].size or 0)}, "
-                              f"over its max_size of {human_bytes(image.max_size or 0)}")
-        if not self.plan.options.push:
-            return self._built(image, started)
-        self.schedule.built(image)  # its dependents may start building now
-        return self._push_all(image, started)
-
-    def _build_secrets(self) -> dict[str, dict[str, Any]]:
-        """Each image's build secrets and SSH agents, read now (engine.build's keyword arguments)."""
-        found: dict[str, dict[str, Any]] = {}
-        for image in self.plan.images:
-            if not (image.secrets or image.ssh):
-                continue
-            if self.plan.options.builder != "buildkit":
-                raise UsageError(
-                    f"{image.name}: build secrets and SSH agents are served to BuildKit only, and this release builds "
-                    f"with the {self.plan.options.builder} builder", hint="Use --builder buildkit (or builder: auto).",
-                )
-            given = resolve(image.name, image.secrets, image.ssh, self.environ)
-            found[image.name] = {"secrets": given.secrets, "ssh": given.ssh}
-        return found
-
-    def _start(self, image: PlannedImage) -> float | None:
-        """When the image's build starts; None if the run is stopping (then it is skipped)."""
-        reason = self.schedule.stop_reason
-        if reason:
-            result = self.results[image.name]
-            result.status, result.error = "skipped", reason
-            self.emit(ImageSkipped(image=image.name, reason=reason))
-            return None
-        self.emit(ImageStarted(image=image.name))
-        return time.monotonic()
+        return self._push_all(image, built.started)
 
     def _defer(self, image: PlannedImage, why: str) -> bool:
         self.schedule.withdraw(image)
@@ -324,14 +212,6 @@ class Release:
         result.seconds = time.monotonic() - started
         self.emit(ImageDone(image=image.name, digests={t.reference: t.digest for t in result.tags if t.digest}))
         return True
-
-    # -- base images -------------------------------------------------------------------
-
-    def _refresh_bases(self, image: PlannedImage) -> None:
-        """--pull: fetch the newest of each base image that this run does not build itself."""
-        ours = {split_reference(t.reference) for i in self.plan.images for t in i.tags + i.held_back}
-        bases = [base for base in image.bases if split_reference(base) not in ours]
-        self.pulls.refresh(image.name, bases, self.registries.creds_for)
 
     def _fail(self, name: str, stage: str, message: str, output: tuple[str, ...] = ()) -> bool:
         result = self.results[name]
