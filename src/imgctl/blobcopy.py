@@ -2,8 +2,9 @@
 one blob per call (manifestcopy.py copies manifests whole, several blobs side by side).
 
 Each blob is asked for with a HEAD first and skipped when the destination has it; within one
-registry it is mounted from a repository that holds it (`POST /v2/<dst>/blobs/uploads/?mount=<digest>&from=<repo>`, with one
-token for pull on that repository and pull,push on the destination); otherwise it is streamed:
+registry it is mounted from a repository that holds it
+(`POST /v2/<dst>/blobs/uploads/?mount=<digest>&from=<repo>`, with one token for pull on that
+repository and pull,push on the destination); otherwise it is streamed:
 the source's GET is read a chunk at a time into a monolithic upload PUT of known length, so a
 layer of any size costs a chunk of memory. A registry that refuses a mount answers with a
 normal upload (202), and the blob is streamed into that.

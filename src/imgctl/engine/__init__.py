@@ -17,9 +17,9 @@ import requests
 from imgctl import dockerconfig
 from imgctl.auth import Credentials
 from imgctl.dockerfile import split_reference
-from imgctl.engine.build import Builds
+from imgctl.engine.build import BuildMixin
 from imgctl.engine.buildkit import BuildKit
-from imgctl.engine.push import Pushes
+from imgctl.engine.push import PushMixin
 from imgctl.engine.replies import CredentialStoreError, explain, short, unavailable
 from imgctl.errors import AuthFailed, EngineUnavailable, ImgctlError, RegistryError
 from imgctl.plan import PlannedTag
@@ -31,7 +31,7 @@ from imgctl.retry import classify_text
 warnings.filterwarnings("ignore", message=r"docker-credential-.* not installed", category=UserWarning)
 
 
-class Engine(Builds, Pushes):
+class Engine(BuildMixin, PushMixin):
     """docker-py clients per thread: a short timeout for control calls, a long one for pushes."""
 
     def __init__(self, *, push_timeout: float = 300.0, control_timeout: float = 30.0) -> None:
@@ -154,7 +154,6 @@ class Engine(Builds, Pushes):
             return insecure_registries(self._api("control").info())
         except (docker.errors.DockerException, requests.RequestException):
             return frozenset()
-
 
     def inspect(self, image_id: str) -> dict[str, Any]:
         try:

@@ -25,7 +25,7 @@ from imgctl.streams import BuildParser, BuildStreamParser, StreamGarbled
 Emit = Callable[[Event], None]
 
 
-class Builds:
+class BuildMixin:
     """Engine's build methods, a mixin (as docker-py's APIClient is made of BuildApiMixin and others)."""
 
     _api: Callable[[str], docker.APIClient]

@@ -19,8 +19,8 @@ from imgctl.streams import PushStreamParser
 Emit = Callable[[Event], None]
 
 
-class Pushes:
-    """Engine's push method, a mixin like Builds."""
+class PushMixin:
+    """Engine's push method, a mixin like BuildMixin."""
 
     _api: Callable[[str], docker.APIClient]
 
