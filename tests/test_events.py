@@ -422,3 +422,24 @@ def test_parsers_accept_any_records_and_fail_only_with_their_own_errors(recs: li
         push_parser.finish()
     except PushFailed:
         pass
+
+
+# -- the events themselves: frozen values, equal by type and every field ----------------------
+
+
+def test_events_are_frozen_values_equal_by_type_and_every_field() -> None:
+    import dataclasses
+
+    from imgctl.events import PushDone, Verified
+
+    one = PushDone(image="app", time=1.0, reference="r:1", digest="sha256:a", size=3)
+    assert one == PushDone(image="app", time=1.0, reference="r:1", digest="sha256:a", size=3)
+    assert hash(one) == hash(PushDone(image="app", time=1.0, reference="r:1", digest="sha256:a", size=3))
+    assert one != dataclasses.replace(one, size=4)  # a field of the subclass counts
+    assert one != dataclasses.replace(one, platform="linux/arm64")  # and one of Event's
+    assert one != Verified(image="app", time=1.0, reference="r:1", digest="sha256:a")  # so does the type
+    assert repr(one) == "PushDone(image='app', time=1.0, platform=None, reference='r:1', digest='sha256:a', size=3)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.size = 4  # type: ignore[misc]
+    assert one.to_dict() == {"type": "push_done", "image": "app", "time": 1.0, "platform": None,
+                             "reference": "r:1", "digest": "sha256:a", "size": 3}

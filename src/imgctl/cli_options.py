@@ -1,6 +1,6 @@
 """The command line's options that several commands share, and the plan options they make."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see cli.py. Names imported for annotations only are quoted.
 
 from enum import Enum
 from pathlib import Path
@@ -44,9 +44,9 @@ PlatformOption = Annotated[Optional[list[str]], typer.Option("--platform", help=
 
 
 def plan_options(
-    nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: LoadedConfig,
+    nightly: bool, only: list[str] | None, no_deps: bool, no_push: bool, pull: bool, no_cache: bool, loaded: "LoadedConfig",
     skip_unchanged: bool = False, builder: str = "auto", platforms: list[str] | None = None, stage: str = "all",
-) -> Options:
+) -> "Options":
     """The plan's options from the flags of `plan` and `release`."""
     from imgctl.errors import UsageError
     from imgctl.plan import Options

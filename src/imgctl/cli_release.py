@@ -1,7 +1,7 @@
 """The commands that move tags in registries, `release` and `promote`, and what they share: the
 retry policy, the handling of SIGINT/SIGTERM, the --report file. Registered on the app by cli.py."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see cli.py. Names imported for annotations only are quoted.
 
 import json
 from pathlib import Path
@@ -135,13 +135,13 @@ def promote(
     raise typer.Exit(result.exit_code)
 
 
-def _policy(loaded: LoadedConfig, window: float | None) -> RetryPolicy:
+def _policy(loaded: "LoadedConfig", window: float | None) -> "RetryPolicy":
     from imgctl.retry import RetryPolicy
 
     return RetryPolicy(window=loaded.config.retry.window if window is None else window)
 
 
-def _write_report(path: Path, result: ReleaseResult, plan: Plan, **extra: object) -> None:
+def _write_report(path: Path, result: "ReleaseResult", plan: "Plan", **extra: object) -> None:
     from imgctl.render.summary import report_dict
 
     path.write_text(json.dumps({**report_dict(result, plan), **extra}, indent=2) + "\n")
