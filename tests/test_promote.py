@@ -283,6 +283,56 @@ def test_an_index_is_copied_whole_children_first(tmp_path: Path, registry: Regis
     assert json.loads(raw.stdout)["Architecture"] == "arm64"
 
 
+def _single_image_source(registry: RegistryServer, ns: str, layer: bytes) -> dict[str, Any]:
+    """`ns/one:RC` in `registry`: one OCI image of one layer."""
+    child = _oci_image(registry, f"{ns}/one", "amd64", layer)
+    body, media_type = registry.get_manifest(f"{ns}/one", child["digest"])
+    registry.put_manifest(f"{ns}/one", RC, body, media_type)
+    return child
+
+
+@pytest.mark.parametrize("action, count", [("status", 1), ("status", 1000), ("reset", 1), ("reset", 1000)],
+                         ids=["503-once", "503-always", "reset-once", "reset-always"])
+def test_a_failed_source_read_cancels_the_upload_started_beside_it(tmp_path: Path, registry: RegistryServer,
+                                                                   docker_config: Path, action: str, count: int) -> None:
+    """The destination's upload is started while the source's GET is asked for: when the GET
+    fails (an answer of 503, or a connection dropped before any answer), the upload started for
+    it is cancelled (DELETE), and a retry starts a new one."""
+    ns = unique()
+    layer = _tar("etc/data", os.urandom(300_000))
+    child = _single_image_source(registry, ns, layer)
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    write_context(tmp_path / "one", "FROM scratch\n")
+    with RegistryServer(tmp_path / "prod") as prod, FaultProxy(registry.host) as source, \
+            FaultProxy(prod.host) as destination:
+        source.add_rule(Rule("GET", rf"^/v2/{ns}/one/blobs/{layer_digest}$", action, count=count, status=503))  # type: ignore[arg-type]
+        config = tmp_path / "imgctl.yaml"
+        config.write_text(yaml.safe_dump({
+            "registries": [{"name": "staging", "url": source.host, "namespace": ns},
+                           {"name": "prod", "url": destination.host, "namespace": ns}],
+            "images": [{"name": "one", "context": "one", "tags": ["{version}"]}],
+        }))
+        result, _ = run_promote(config, env_for(docker_config), from_registry="staging")
+        uploads = [h for h in destination.hits if "/blobs/uploads/" in h.path]
+        failed_gets = [h for h in source.hits if h.method == "GET" and h.action == action]
+        promoted, tags = prod.manifest_digest(f"{ns}/one", FINAL), prod.tags(f"{ns}/one")
+    assert failed_gets, source.hits
+    started = [h for h in uploads if h.method == "POST"]
+    cancelled = [h for h in uploads if h.method == "DELETE"]
+    stored = [h for h in uploads if h.method == "PUT"]
+    # one upload for the config, one per GET of the layer that failed (each cancelled), one for the GET that did not
+    assert len(started) == 1 + len(failed_gets) + (count == 1), uploads
+    assert len(cancelled) == len(failed_gets) and {h.status for h in cancelled} == {204}, uploads
+    if count == 1:
+        assert result.ok, result
+        assert len(stored) == 2
+        assert promoted == child["digest"]
+    else:
+        assert not result.ok and result.images[0].status == "failed", result
+        assert ("503" if action == "status" else "cannot reach") in (result.images[0].error or ""), result.images[0].error
+        assert tags == []
+
+
 MEMORY_SCRIPT = """
 import json, resource, sys
 from imgctl import api

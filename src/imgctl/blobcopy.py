@@ -5,8 +5,8 @@ Each blob is asked for with a HEAD first and skipped when the destination has it
 registry it is mounted from a repository that holds it
 (`POST /v2/<dst>/blobs/uploads/?mount=<digest>&from=<repo>`, with one token for pull on that
 repository and pull,push on the destination); otherwise it is streamed:
-the source's GET is read a chunk at a time into a monolithic upload PUT of known length, so a
-layer of any size costs a chunk of memory. A registry that refuses a mount answers with a
+the source's GET (asked for while the destination starts the upload) is read a chunk at a time
+into a monolithic upload PUT of known length, so a layer of any size costs a chunk of memory. A registry that refuses a mount answers with a
 normal upload (202), and the blob is streamed into that.
 
 Only RegistryClient's public methods are used (`send` for the blob requests).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -171,8 +172,20 @@ def stream_blob(source: Repo, destination: Repo, digest: str, size: int, locatio
     """Stream blob `digest` (`size` bytes) from `source` into `destination` (into `location`,
     an upload already started there, if given)."""
     where = f"blob {digest} of {source.where}"
-    url = location or start_upload(destination)
-    got = source.client.send("GET", f"/v2/{source.path}/blobs/{digest}", ((source.path, "pull"),), stream=True)
+    # The destination's upload is started while the source answers the GET: neither waits for
+    # the other, and over a WAN that is a round trip less per blob.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgctl-upload") as starting:
+        upload = None if location else starting.submit(start_upload, destination)
+        try:
+            got = source.client.send("GET", f"/v2/{source.path}/blobs/{digest}", ((source.path, "pull"),), stream=True)
+        except BaseException:
+            _forget(destination, upload)
+            raise
+        try:
+            url = location or upload.result()  # type: ignore[union-attr]
+        except BaseException:
+            got.close()
+            raise
     try:
         _check(got, source, f"reading {where}", (200,))
         if size < 0:
@@ -197,6 +210,15 @@ def stream_blob(source: Repo, destination: Repo, digest: str, size: int, locatio
         raise
     finally:
         got.close()
+
+
+def _forget(repo: Repo, upload: Future[str] | None) -> None:
+    """Cancel an upload being started for a blob that will not come (its GET failed)."""
+    if upload is not None:
+        try:
+            _cancel(repo, upload.result())
+        except Exception:  # noqa: BLE001 - it was never started: nothing to cancel
+            pass
 
 
 def _cancel(repo: Repo, location: str) -> None:
