@@ -6,8 +6,8 @@ registry it is mounted from a repository that holds it
 (`POST /v2/<dst>/blobs/uploads/?mount=<digest>&from=<repo>`, with one token for pull on that
 repository and pull,push on the destination); otherwise it is streamed:
 the source's GET (asked for while the destination starts the upload) is read a chunk at a time
-into a monolithic upload PUT of known length, so a layer of any size costs a chunk of memory. A registry that refuses a mount answers with a
-normal upload (202), and the blob is streamed into that.
+into a monolithic upload PUT of known length, so a layer of any size costs a chunk of memory. A
+registry that refuses a mount answers with a normal upload (202), and the blob is streamed into that.
 
 Only RegistryClient's public methods are used (`send` for the blob requests).
 """

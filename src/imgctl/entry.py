@@ -16,7 +16,7 @@ _code: "int | None" = None  # the program's exit status, once main() has one
 def _end() -> None:
     """The last exit handler (registered first, and they run last first): every other one has run
     and every thread has been joined by now; the standard streams are flushed here. What is left
-    of a normal exit is the teardown of every module and object, 8-10 ms after a promote here,
+    of a normal exit is the teardown of every module and object, 8-13 ms after a promote here,
     which frees memory the system takes back anyway and runs no cleanup that Python promises
     (it does not promise __del__ for objects alive at exit)."""
     if _code is None:
